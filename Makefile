@@ -1,0 +1,37 @@
+# Logbook. `make run` starts everything in one process; `make test` runs every module's tests.
+SHELL := /bin/bash
+MODULES := pkg ingest validator writer queryapi deploy/logbook
+GO_PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
+CHDB_LIB ?= $(or $(LOGBOOK_CHDB_LIB),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/logbook/chdb/26.7.3-stable.1/libchdb.so)
+export LOGBOOK_CHDB_LIB := $(CHDB_LIB)
+TEST_FLAGS ?= -count=1 -timeout 15m
+
+.PHONY: run test libchdb build vet bench clean
+
+## run: start Logbook in one process (embedded NATS + embedded ClickHouse, data in ./data)
+run: libchdb
+	go run ./deploy/logbook
+
+## test: every module's tests, against real NATS JetStream and the real ClickHouse engine
+test: libchdb
+	go vet $(GO_PKGS)
+	go test $(TEST_FLAGS) $(GO_PKGS)
+
+## libchdb: fetch libchdb.so (ClickHouse engine, 178 MB download) into the per-user cache, once
+libchdb: $(CHDB_LIB)
+$(CHDB_LIB):
+	LOGBOOK_CHDB_LIB=$(CHDB_LIB) bash deploy/scripts/fetch-libchdb.sh
+
+## build: the single-process binary and the four service binaries, into ./bin
+build:
+	CGO_ENABLED=0 go build -o bin/logbook ./deploy/logbook
+	CGO_ENABLED=0 go build -o bin/ingest ./ingest/cmd/ingest
+	CGO_ENABLED=0 go build -o bin/validator ./validator/cmd/validator
+	CGO_ENABLED=0 go build -o bin/writer ./writer/cmd/writer
+	CGO_ENABLED=0 go build -o bin/queryapi ./queryapi/cmd/queryapi
+
+vet:
+	go vet $(GO_PKGS)
+
+clean:
+	rm -rf bin

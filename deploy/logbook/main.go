@@ -1,0 +1,40 @@
+// Command logbook runs all of Logbook in one process, with its data on disk (see the README).
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/logbookhq/logbook/deploy/logbook/app"
+	"github.com/logbookhq/logbook/pkg/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	env := config.FromEnv()
+	log := env.Logger()
+	cfg := app.ConfigFromEnv(env)
+	if err := env.Err(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	a, err := app.Start(ctx, cfg, log)
+	if err != nil {
+		log.Error("logbook failed to start", "err", err)
+		os.Exit(1)
+	}
+	if a.GeneratedKey != "" {
+		fmt.Printf("\nGenerated API key (shown once; only its hash is stored):\n\n    %s\n\n", a.GeneratedKey)
+	}
+	fmt.Printf("Logbook is listening on http://%s (data in %s)\n", a.Addr, cfg.DataDir)
+	<-ctx.Done()
+	log.Info("shutting down")
+	if err := a.Close(); err != nil {
+		log.Error("shutdown incomplete", "err", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Fetches libchdb.so, the in-process ClickHouse engine that pkg/chdb loads,
+# once per machine. The target is $LOGBOOK_CHDB_LIB if set, else
+# ${XDG_CACHE_HOME:-$HOME/.cache}/logbook/chdb/<version>/libchdb.so: the same
+# path as chdb.DefaultLibPath(). Prints the path on stdout; progress goes to
+# stderr. Safe to run concurrently: each run downloads into its own temp dir
+# next to the target and renames the file into place.
+set -euo pipefail
+
+version=26.7.3-stable.1 # keep in step with chdb.LibVersion
+package="@chdb/lib-linux-x64-gnu@${version}"
+target="${LOGBOOK_CHDB_LIB:-${XDG_CACHE_HOME:-$HOME/.cache}/logbook/chdb/${version}/libchdb.so}"
+
+if [[ -s "$target" ]]; then
+	echo "$target"
+	exit 0
+fi
+
+command -v npm >/dev/null || {
+	echo "fetch-libchdb: npm is needed to download $package" >&2
+	exit 1
+}
+
+dir=$(dirname "$target")
+mkdir -p "$dir"
+tmp=$(mktemp -d "$dir/.fetch-libchdb.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+echo "fetching libchdb.so (178 MB download, once per machine)" >&2
+npm pack "$package" --pack-destination "$tmp" --cache "$tmp/npm-cache" >&2
+tgz=("$tmp"/*.tgz)
+tar -xzf "${tgz[0]}" -C "$tmp" package/libchdb.so
+if [[ ! -s "$tmp/package/libchdb.so" ]]; then
+	echo "fetch-libchdb: $package has no package/libchdb.so" >&2
+	exit 1
+fi
+# Same folder, so the rename is atomic: readers see no file or a whole one.
+mv -f "$tmp/package/libchdb.so" "$target"
+echo "$target"

@@ -1,0 +1,63 @@
+// Command ingest runs the gateway alone: POST /audit_logs/events and the schema routes, publishing
+// to a NATS cluster. Configuration: LOGBOOK_* variables (see the README).
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/logbookhq/logbook/ingest/gateway"
+	"github.com/logbookhq/logbook/pkg/apikey"
+	"github.com/logbookhq/logbook/pkg/config"
+	"github.com/logbookhq/logbook/pkg/natsx"
+	"github.com/logbookhq/logbook/pkg/schema"
+	"github.com/logbookhq/logbook/pkg/wire"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	env := config.FromEnv()
+	log := env.Logger().With("service", "ingest")
+	if err := run(ctx, env, log); err != nil {
+		log.Error("ingest stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
+	cfg := gateway.DefaultConfig()
+	cfg.MaxBodyBytes = env.Int("LOGBOOK_MAX_BODY_BYTES", cfg.MaxBodyBytes, 1<<10, 900<<10)
+	addr := env.String("LOGBOOK_ADDR", "0.0.0.0:8080")
+	presetKey := env.String("LOGBOOK_API_KEY", "")
+	nc, js, err := natsx.ConnectFromEnv(ctx, env, "logbook-ingest")
+	if err != nil {
+		return err
+	}
+	defer nc.Drain()
+	key, err := apikey.Ensure(ctx, js, presetKey)
+	if err != nil {
+		return err
+	}
+	if key != "" {
+		fmt.Printf("Generated API key (shown once; only its hash is stored): %s\n", key)
+	}
+	reg, err := schema.NewRegistry(ctx, js, log)
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	keys, err := apikey.NewVerifier(ctx, js, log)
+	if err != nil {
+		return err
+	}
+	defer keys.Close()
+	e := wire.NewServer(log)
+	gateway.New(js, reg, cfg, log).Register(e.Group("", wire.Auth(keys)))
+	log.Info("listening", "addr", addr)
+	return wire.Serve(ctx, e, addr)
+}

@@ -1,0 +1,200 @@
+// Package gateway is Logbook's ingest API: it checks what producers send, gives each event its
+// identity, publishes it to the raw stream and answers 2xx only once JetStream has stored it.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/schema"
+	"github.com/logbookhq/logbook/pkg/validate"
+	"github.com/logbookhq/logbook/pkg/wire"
+)
+
+// Config tunes the gateway.
+type Config struct {
+	// MaxBodyBytes caps a request body. Default 256 KiB, well below NATS's 1 MiB max payload.
+	MaxBodyBytes int64
+	// PublishTimeout bounds the wait for JetStream's acknowledgement. Default 10 s.
+	PublishTimeout time.Duration
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{MaxBodyBytes: 256 << 10, PublishTimeout: 10 * time.Second}
+}
+
+// MaxIdempotencyKeyLen caps the Idempotency-Key header.
+const MaxIdempotencyKeyLen = 256
+
+// publisher is the part of JetStream the gateway needs.
+type publisher interface {
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
+// schemas is the part of the schema registry the gateway needs.
+type schemas interface {
+	Lookup(ctx context.Context, action string, version int) (*schema.Compiled, error)
+	Create(ctx context.Context, action string, d schema.Definition) (*schema.Schema, error)
+}
+
+// Gateway serves the ingest routes. Safe for concurrent use.
+type Gateway struct {
+	pub     publisher
+	schemas schemas
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	newID   func(time.Time) string
+}
+
+// New returns a Gateway publishing through pub and validating with reg.
+func New(pub publisher, reg schemas, cfg Config, log *slog.Logger) *Gateway {
+	entropy := ulid.DefaultEntropy() // monotonic within a millisecond, safe for concurrent use
+	return &Gateway{
+		pub: pub, schemas: reg, cfg: cfg, log: log, now: time.Now,
+		newID: func(t time.Time) string { return ulid.MustNew(ulid.Timestamp(t), entropy).String() },
+	}
+}
+
+// Register adds the gateway's routes to g (which applies authentication).
+func (gw *Gateway) Register(g *echo.Group) {
+	g.POST("/audit_logs/events", gw.createEvent)
+	g.POST("/audit_logs/actions/:action/schemas", gw.createSchema)
+}
+
+type createEventResponse struct {
+	Success bool `json:"success"`
+}
+
+func (gw *Gateway) createEvent(c echo.Context) error {
+	body, err := wire.ReadBody(c, gw.cfg.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	now := gw.now().UTC()
+	req, err := validate.ParseCreateEvent(body, now)
+	if err != nil {
+		return requestError(err)
+	}
+	key := c.Request().Header.Get("Idempotency-Key")
+	if len(key) > MaxIdempotencyKeyLen {
+		return wire.BadRequest("invalid_idempotency_key",
+			fmt.Sprintf("The Idempotency-Key header must be at most %d characters.", MaxIdempotencyKeyLen), nil)
+	}
+	ctx := c.Request().Context()
+	if err := gw.checkSchema(ctx, &req.Event); err != nil {
+		return err
+	}
+	rec := &event.Record{
+		OrganizationID: req.OrganizationID,
+		ReceivedAt:     now.Truncate(time.Millisecond),
+		Event:          req.Event,
+	}
+	rec.ID = gw.newID(now)
+	if err := gw.publish(ctx, rec, event.RawMsgID(rec.OrganizationID, key, rec.ID)); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, createEventResponse{Success: true})
+}
+
+// checkSchema answers a schema violation in the response, as WorkOS does. The validator worker
+// applies the same check again before anything is stored.
+func (gw *Gateway) checkSchema(ctx context.Context, ev *event.Event) error {
+	compiled, err := gw.schemas.Lookup(ctx, ev.Action, ev.Version)
+	if errors.Is(err, schema.ErrUnknownVersion) {
+		return wire.BadRequest("invalid_audit_log_event", "Invalid Audit Log event.",
+			[]schema.InstanceError{{InstancePath: "/version", Message: err.Error()}})
+	}
+	if err != nil {
+		return wire.Unavailable("Schemas are unavailable; retry shortly.", 1)
+	}
+	if compiled == nil {
+		return nil
+	}
+	if errs := compiled.Validate(ev); errs != nil {
+		return wire.BadRequest("invalid_audit_log_event", "Invalid Audit Log event.", errs)
+	}
+	return nil
+}
+
+func (gw *Gateway) publish(ctx context.Context, rec *event.Record, msgID string) error {
+	data, err := rec.Marshal()
+	if err != nil {
+		return err
+	}
+	msg := nats.NewMsg(event.RawSubject(rec.OrganizationID))
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, msgID)
+	msg.Header.Set(jetstream.ExpectedStreamHeader, event.StreamRaw)
+	ctx, cancel := context.WithTimeout(ctx, gw.cfg.PublishTimeout)
+	defer cancel()
+	if _, err := gw.pub.PublishMsg(ctx, msg); err != nil {
+		// Whatever the cause (full stream, NATS away, timeout), the event is not known to be
+		// stored: never answer 2xx. A retry with the same Idempotency-Key is safe.
+		gw.log.Warn("publish failed", "org_id", rec.OrganizationID, "event_id", rec.ID, "err", err)
+		return wire.Unavailable("The event could not be stored right now; retry shortly.", 1)
+	}
+	return nil
+}
+
+func (gw *Gateway) createSchema(c echo.Context) error {
+	action, err := url.PathUnescape(c.Param("action"))
+	if err != nil || !validate.ValidAction(action) {
+		return wire.Unprocessable("invalid_action", "The action name must be dot-separated words of letters, digits, '_' and '-'.",
+			[]validate.FieldError{{Field: "action", Code: "action must be dot-separated words of letters, digits, '_' and '-'"}})
+	}
+	body, err := wire.ReadBody(c, schema.MaxDefinitionBytes)
+	if err != nil {
+		return err
+	}
+	def, err := schema.ParseDefinition(body)
+	if err != nil {
+		return wire.Unprocessable("invalid_schema", err.Error(), []validate.FieldError{{Field: "schema", Code: err.Error()}})
+	}
+	s, err := gw.schemas.Create(c.Request().Context(), action, def)
+	if err != nil {
+		return fmt.Errorf("failed to create schema for %s: %w", action, err)
+	}
+	return c.JSON(http.StatusCreated, SchemaJSON(s))
+}
+
+// SchemaJSON is the audit_log_schema object of the WorkOS API.
+func SchemaJSON(s *schema.Schema) map[string]any {
+	out := map[string]any{
+		"object":     "audit_log_schema",
+		"version":    s.Version,
+		"targets":    s.Targets,
+		"created_at": event.FormatTime(s.CreatedAt),
+	}
+	if s.Actor != nil {
+		out["actor"] = s.Actor
+	}
+	if len(s.Metadata) > 0 {
+		out["metadata"] = s.Metadata
+	}
+	return out
+}
+
+// requestError maps a create-event parse error to the WorkOS envelope.
+func requestError(err error) error {
+	var fe validate.FieldErrors
+	switch {
+	case errors.As(err, &fe):
+		return wire.Unprocessable("unprocessable_entity", "Validation failed.", fe)
+	case errors.Is(err, validate.ErrMalformed):
+		return wire.BadRequest("invalid_request_body", err.Error(), nil)
+	}
+	return err
+}

@@ -1,0 +1,443 @@
+// Package chdb runs the ClickHouse engine in-process by loading libchdb.so
+// with purego (no cgo).
+//
+// The library is large (about 566 MB) and is not part of the repository:
+// `make libchdb` fetches it into the path returned by DefaultLibPath.
+package chdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"github.com/ebitengine/purego"
+)
+
+// LibVersion is the pinned version of the npm package
+// @chdb/lib-linux-x64-gnu that provides libchdb.so (ClickHouse 26.7).
+const LibVersion = "26.7.3-stable.1"
+
+// DefaultLibPath returns $LOGBOOK_CHDB_LIB if set, else
+// ${XDG_CACHE_HOME:-$HOME/.cache}/logbook/chdb/<LibVersion>/libchdb.so.
+func DefaultLibPath() string {
+	if p := os.Getenv("LOGBOOK_CHDB_LIB"); p != "" {
+		return p
+	}
+	cache := os.Getenv("XDG_CACHE_HOME")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(cache, "logbook", "chdb", LibVersion, "libchdb.so")
+}
+
+// Error is an error reported by the ClickHouse engine for a statement.
+type Error struct {
+	// Message is the engine's text, e.g. "Code: 62. DB::Exception: Syntax error: ...".
+	Message string
+}
+
+// Error returns "clickhouse: " followed by the engine's message.
+func (e *Error) Error() string { return "clickhouse: " + e.Message }
+
+var errClosed = errors.New("chdb: connection is closed")
+
+// library holds the functions bound from libchdb.so and libc.
+type library struct {
+	path string
+
+	connect         func(argc int32, argv []*byte) *uintptr
+	closeConn       func(conn *uintptr)
+	queryWithParams func(conn uintptr, query []byte, queryLen uintptr, format []byte, formatLen uintptr,
+		names []*byte, nameLens []uintptr, values []*byte, valueLens []uintptr, count uintptr) uintptr
+	streamWithParams func(conn uintptr, query []byte, queryLen uintptr, format []byte, formatLen uintptr,
+		names []*byte, nameLens []uintptr, values []*byte, valueLens []uintptr, count uintptr) uintptr
+	streamFetch       func(conn, stream uintptr) uintptr
+	streamCancel      func(conn, stream uintptr)
+	resultBuffer      func(res uintptr) *byte
+	resultLength      func(res uintptr) uintptr
+	resultError       func(res uintptr) *byte
+	destroyResult     func(res uintptr)
+	setSignalHandlers func(enabled int32)
+
+	sigaction func(sig int32, act, oldact *byte) int32
+}
+
+var (
+	mu     sync.Mutex // guards lib and opened
+	lib    *library
+	opened bool
+)
+
+// Open loads libchdb.so from libPath and opens a connection on dataDir
+// (created if missing), as if the engine were started with
+// {"clickhouse", "--path=<dataDir>"}.
+//
+// The library is loaded once per process; later calls reuse it and must name
+// the same path. When the file is missing, the error names the path and says
+// that `make libchdb` fetches it.
+//
+// Left alone, the engine replaces the Go runtime's handlers for SIGSEGV,
+// SIGBUS, SIGILL, SIGFPE and SIGABRT when it boots, which turns a Go
+// nil-pointer dereference into a hang. Open turns the engine's handlers off
+// and puts the Go runtime's back after every call that may touch them, so Go
+// panics keep working.
+//
+// The engine supports one open Conn per process: a second Open while one is
+// open returns an error. After Close, Open may be called again in the same
+// process, on the same or another dataDir (the data is there again): Close
+// shuts the engine down and Open boots it anew. That works on Linux but is
+// meant for tests; the engine's authors warn that many shutdown/boot cycles
+// in one process have corrupted the allocator on macOS, so a server opens
+// once and closes at exit.
+func Open(libPath, dataDir string) (*Conn, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	if opened {
+		return nil, errors.New("chdb: a connection is already open in this process (the engine supports one)")
+	}
+	l, err := load(libPath)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("chdb: data dir %s: %w", dataDir, err)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("chdb: create data dir: %w", err)
+	}
+
+	handle, err := l.openConn(dir)
+	if err != nil {
+		return nil, err
+	}
+	opened = true
+	return &Conn{lib: l, dir: dir, handle: handle, conn: *handle}, nil
+}
+
+// openConn connects to the engine on dir, booting it if no connection is
+// open. Connecting may install the engine's signal handlers again, so the Go
+// runtime's are saved before and put back after.
+func (l *library) openConn(dir string) (*uintptr, error) {
+	argv := [][]byte{cString("clickhouse"), cString("--path=" + dir)}
+	ptrs := []*byte{&argv[0][0], &argv[1][0], nil}
+	saved, err := l.saveSignals()
+	if err != nil {
+		return nil, err
+	}
+	handle := l.connect(int32(len(argv)), ptrs)
+	runtime.KeepAlive(argv)
+	if err := l.restoreSignals(saved); err != nil {
+		return nil, err
+	}
+	if handle == nil || *handle == 0 {
+		return nil, fmt.Errorf("chdb: cannot open the engine on %s", dir)
+	}
+	return handle, nil
+}
+
+// load dlopens the library and libc once per process, binds the functions and
+// disables the engine's signal handlers. Called with mu held.
+func load(path string) (*library, error) {
+	if _, err := os.Stat(path); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("chdb: library %s not found (`make libchdb` fetches it): %w", path, err)
+		}
+		return nil, fmt.Errorf("chdb: library %s: %w", path, err)
+	}
+	if lib != nil {
+		if lib.path != path {
+			return nil, fmt.Errorf("chdb: library already loaded from %s, cannot load %s too", lib.path, path)
+		}
+		return lib, nil
+	}
+
+	libc, err := purego.Dlopen("libc.so.6", purego.RTLD_NOW|purego.RTLD_GLOBAL)
+	if err != nil {
+		return nil, fmt.Errorf("chdb: load libc: %w", err)
+	}
+	h, err := purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_LOCAL)
+	if err != nil {
+		return nil, fmt.Errorf("chdb: load %s: %w", path, err)
+	}
+	l := &library{path: path}
+	binds := []struct {
+		handle uintptr
+		name   string
+		fn     any
+	}{
+		{libc, "sigaction", &l.sigaction},
+		{h, "chdb_connect", &l.connect},
+		{h, "chdb_close_conn", &l.closeConn},
+		{h, "chdb_query_with_params_n", &l.queryWithParams},
+		{h, "chdb_stream_query_with_params_n", &l.streamWithParams},
+		{h, "chdb_stream_fetch_result", &l.streamFetch},
+		{h, "chdb_stream_cancel_query", &l.streamCancel},
+		{h, "chdb_result_buffer", &l.resultBuffer},
+		{h, "chdb_result_length", &l.resultLength},
+		{h, "chdb_result_error", &l.resultError},
+		{h, "chdb_destroy_query_result", &l.destroyResult},
+		{h, "chdb_set_signal_handlers_enabled", &l.setSignalHandlers},
+	}
+	for _, b := range binds {
+		sym, err := purego.Dlsym(b.handle, b.name)
+		if err != nil {
+			return nil, fmt.Errorf("chdb: %s lacks %s: %w", path, b.name, err)
+		}
+		purego.RegisterFunc(b.fn, sym)
+	}
+
+	// Turning the engine's handlers off has been measured to reset the
+	// signals it covers (not with this build, but cheap to guard), so the Go
+	// runtime's handlers are saved first and put back after.
+	saved, err := l.saveSignals()
+	if err != nil {
+		return nil, err
+	}
+	l.setSignalHandlers(0)
+	if err := l.restoreSignals(saved); err != nil {
+		return nil, err
+	}
+	lib = l
+	return l, nil
+}
+
+// fixedSignals are the signals whose Go handlers the engine replaces or
+// resets: the synchronous faults Go turns into panics, and SIGURG, which the
+// Go scheduler uses for preemption.
+var fixedSignals = [...]syscall.Signal{
+	syscall.SIGILL, syscall.SIGABRT, syscall.SIGFPE, syscall.SIGBUS, syscall.SIGSEGV, syscall.SIGURG,
+}
+
+// savedSignals holds one opaque libc struct sigaction per fixed signal
+// (glibc's is 152 bytes on x86-64; 256 leaves room).
+type savedSignals [len(fixedSignals)][256]byte
+
+func (l *library) saveSignals() (*savedSignals, error) {
+	s := new(savedSignals)
+	for i, sig := range fixedSignals {
+		if l.sigaction(int32(sig), nil, &s[i][0]) != 0 {
+			return nil, fmt.Errorf("chdb: save handler of %v failed", sig)
+		}
+	}
+	return s, nil
+}
+
+func (l *library) restoreSignals(s *savedSignals) error {
+	for i, sig := range fixedSignals {
+		if l.sigaction(int32(sig), &s[i][0], nil) != 0 {
+			return fmt.Errorf("chdb: restore handler of %v failed", sig)
+		}
+	}
+	runtime.KeepAlive(s)
+	return nil
+}
+
+// Conn is an open connection to the in-process engine.
+type Conn struct {
+	lib *library
+
+	dir string
+
+	mu      sync.RWMutex   // read-held by queries, write-held by Close to mark it closed
+	callMu  sync.Mutex     // serializes statements on conn (see Query)
+	handle  *uintptr       // chdb_connection *, nil once closed
+	conn    uintptr        // *handle
+	streams sync.WaitGroup // running QueryStream calls, waited for by Close
+}
+
+// Query runs a statement and returns its output in the given ClickHouse
+// format (e.g. "JSONCompactEachRow", "CSVWithNames", "TabSeparated").
+// Inline data after FORMAT works (INSERT INTO t FORMAT JSONEachRow {...}).
+// Note that the engine also runs several ;-separated statements in one call.
+//
+// params are bound server-side for this call only: the statement refers to
+// them as {name:Type} placeholders and values are given as strings (the
+// placeholder does the typing). Nothing is interpolated into the SQL, and no
+// value outlives the call: a placeholder left unbound is an error. params may
+// be nil. The engine reads values in its escaped (TSV) style, so in a String
+// value a backslash starts an escape (`a\tb` arrives as a, tab, b) and a raw
+// tab or newline is rejected: escape a backslash as \\, a tab as \t and a
+// newline as \n first.
+//
+// Engine errors are returned as *Error. ctx is checked before the call; the
+// engine call itself cannot be interrupted.
+//
+// Query is safe for concurrent use, but calls run one at a time. The engine
+// runs one statement at a time per connection anyway, and it binds
+// parameters on the connection, not on the call: in one run with 4
+// goroutines sharing a connection unguarded, about 1 call in 17 returned
+// another call's parameter value and 1 in 9 failed with an unset parameter.
+func (c *Conn) Query(ctx context.Context, query, format string, params map[string]string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.handle == nil {
+		return nil, errClosed
+	}
+	c.callMu.Lock()
+	defer c.callMu.Unlock()
+	call := newCall(query, format, params)
+	res := c.lib.queryWithParams(c.conn, call.query, uintptr(len(query)), call.format, uintptr(len(format)),
+		call.names, call.nameLens, call.values, call.valueLens, uintptr(len(call.names)))
+	runtime.KeepAlive(call)
+	if res == 0 {
+		return nil, errors.New("chdb: engine returned no result")
+	}
+	defer c.lib.destroyResult(res)
+	return c.lib.output(res)
+}
+
+// QueryStream runs a statement like Query but hands its output to fn in
+// chunks as the engine produces them (one per block of about 65k rows), for
+// exports too large to hold in memory. fn owns each chunk. If fn returns an
+// error or ctx is done between chunks, the query is cancelled and that error
+// is returned.
+//
+// Each chunk is a complete output of the format for its rows: CSVWithNames
+// and other *WithNames formats repeat their header in every chunk, and JSON
+// or Parquet give one document per chunk. For one continuous file use a row
+// format without header or footer (CSV, TabSeparated, JSONEachRow,
+// JSONCompactEachRow) and write any header yourself.
+//
+// Any statement on a connection cancels a stream running on it, so each
+// stream runs on a connection of its own to the same engine: Query calls are
+// not held up by a stream, and fn may use the Conn. Close waits for running
+// streams, so fn must not call it. Streams may run concurrently.
+func (c *Conn) QueryStream(ctx context.Context, query, format string, params map[string]string, fn func(chunk []byte) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.mu.RLock()
+	if c.handle == nil {
+		c.mu.RUnlock()
+		return errClosed
+	}
+	c.streams.Add(1)
+	c.mu.RUnlock()
+	defer c.streams.Done()
+	l := c.lib
+	handle, err := l.openConn(c.dir)
+	if err != nil {
+		return err
+	}
+	defer l.closeConn(handle)
+	conn := *handle
+
+	call := newCall(query, format, params)
+	stream := l.streamWithParams(conn, call.query, uintptr(len(query)), call.format, uintptr(len(format)),
+		call.names, call.nameLens, call.values, call.valueLens, uintptr(len(call.names)))
+	runtime.KeepAlive(call)
+	if stream == 0 {
+		return errors.New("chdb: engine returned no stream")
+	}
+	defer l.destroyResult(stream)
+	if msg := goString(l.resultError(stream)); msg != "" {
+		return &Error{Message: strings.TrimSpace(msg)}
+	}
+
+	for {
+		chunk := l.streamFetch(conn, stream)
+		if chunk == 0 {
+			return errors.New("chdb: engine returned no chunk")
+		}
+		out, err := l.output(chunk)
+		l.destroyResult(chunk)
+		if err != nil {
+			return err
+		}
+		if len(out) == 0 {
+			return nil
+		}
+		if err := fn(out); err != nil {
+			l.streamCancel(conn, stream)
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			l.streamCancel(conn, stream)
+			return err
+		}
+	}
+}
+
+// Close closes the connection after running statements and streams end;
+// later calls fail. It is idempotent.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	handle := c.handle
+	c.handle, c.conn = nil, 0
+	c.mu.Unlock()
+	if handle == nil {
+		return nil
+	}
+	c.streams.Wait()
+	c.lib.closeConn(handle)
+	mu.Lock()
+	opened = false
+	mu.Unlock()
+	return nil
+}
+
+// output copies a result's buffer into Go memory, or returns its error.
+func (l *library) output(res uintptr) ([]byte, error) {
+	if msg := goString(l.resultError(res)); msg != "" {
+		return nil, &Error{Message: strings.TrimSpace(msg)}
+	}
+	n := l.resultLength(res)
+	if n == 0 {
+		return []byte{}, nil
+	}
+	out := make([]byte, n)
+	copy(out, unsafe.Slice(l.resultBuffer(res), n))
+	return out, nil
+}
+
+// call holds the C-side arguments of one statement; it must stay reachable
+// until the engine call returns.
+type call struct {
+	query, format       []byte
+	names, values       []*byte
+	nameLens, valueLens []uintptr
+}
+
+func newCall(query, format string, params map[string]string) *call {
+	c := &call{query: cString(query), format: cString(format)}
+	for name, value := range params {
+		n, v := cString(name), cString(value)
+		c.names = append(c.names, &n[0])
+		c.nameLens = append(c.nameLens, uintptr(len(name)))
+		c.values = append(c.values, &v[0])
+		c.valueLens = append(c.valueLens, uintptr(len(value)))
+	}
+	return c
+}
+
+// cString returns s as a NUL-terminated byte slice.
+func cString(s string) []byte {
+	b := make([]byte, len(s)+1)
+	copy(b, s)
+	return b
+}
+
+// goString copies a NUL-terminated C string; nil gives "".
+func goString(p *byte) string {
+	if p == nil {
+		return ""
+	}
+	n := 0
+	for *(*byte)(unsafe.Add(unsafe.Pointer(p), n)) != 0 {
+		n++
+	}
+	return string(unsafe.Slice(p, n))
+}

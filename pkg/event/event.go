@@ -1,0 +1,108 @@
+// Package event defines the audit event as it travels through Logbook: the WorkOS-shaped event a
+// producer sends, the Record the gateway wraps it in (identity and receive time), and the JetStream
+// stream and subject names the services share.
+package event
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Entity is an actor or a target of an event.
+type Entity struct {
+	ID       string         `json:"id"`
+	Type     string         `json:"type"`
+	Name     string         `json:"name,omitempty"`
+	Metadata map[string]any `json:"metadata,omitempty"`
+}
+
+// Context is where an event came from.
+type Context struct {
+	Location  string `json:"location"`
+	UserAgent string `json:"user_agent,omitempty"`
+}
+
+// Event is the body of a WorkOS create-event request's "event" field, after structural validation.
+// Metadata values are strings, booleans or json.Number (numbers keep the digits the producer sent).
+type Event struct {
+	Action     string         `json:"action"`
+	OccurredAt time.Time      `json:"occurred_at"`
+	Version    int            `json:"version,omitempty"`
+	Actor      Entity         `json:"actor"`
+	Targets    []Entity       `json:"targets"`
+	Context    Context        `json:"context"`
+	Metadata   map[string]any `json:"metadata,omitempty"`
+}
+
+// Record is what the gateway publishes and every later hop passes on unchanged: the event with the
+// identity the gateway gave it. Nothing downstream of the gateway changes a Record.
+type Record struct {
+	// ID is the event id, a ULID minted by the gateway ("evt_" is not prefixed; the API adds nothing).
+	ID string `json:"id"`
+	// OrganizationID is checked against OrgIDPattern before the record exists.
+	OrganizationID string `json:"organization_id"`
+	// ReceivedAt is when the gateway accepted the event, in UTC, millisecond precision.
+	ReceivedAt time.Time `json:"received_at"`
+	Event      Event     `json:"event"`
+}
+
+// Marshal encodes r as the JSON payload of a stream message.
+func (r *Record) Marshal() ([]byte, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("failed to encode event %s: %w", r.ID, err)
+	}
+	return b, nil
+}
+
+// Unmarshal decodes a stream message payload, keeping metadata numbers as json.Number.
+func Unmarshal(data []byte) (*Record, error) {
+	var r Record
+	if err := decodeUseNumber(data, &r); err != nil {
+		return nil, fmt.Errorf("failed to decode event record: %w", err)
+	}
+	if r.ID == "" || !ValidOrgID(r.OrganizationID) {
+		return nil, fmt.Errorf("failed to decode event record: missing id or bad organization id")
+	}
+	return &r, nil
+}
+
+// OrgIDPattern is what an organization id may look like. Organization ids become NATS subject
+// tokens, so dots, wildcards and spaces are refused at the door.
+var OrgIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidOrgID reports whether id matches OrgIDPattern.
+func ValidOrgID(id string) bool { return OrgIDPattern.MatchString(id) }
+
+// TimeFormat is how every timestamp leaves Logbook: UTC, three fractional digits, "Z".
+const TimeFormat = "2006-01-02T15:04:05.000Z"
+
+// FormatTime renders t in TimeFormat.
+func FormatTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
+
+// RawMsgID is the JetStream message id of a raw publish. With an Idempotency-Key it is derived
+// from the organization and the key, so a retried request collapses into one message even though
+// the gateway mints a new event id for each attempt; without a key it is the event id.
+func RawMsgID(org, idempotencyKey, eventID string) string {
+	if idempotencyKey != "" {
+		sum := sha256.Sum256([]byte(idempotencyKey))
+		return org + ":k:" + hex.EncodeToString(sum[:16])
+	}
+	return org + ":" + eventID
+}
+
+// MsgID is the JetStream message id of r on every hop after the gateway.
+func (r *Record) MsgID() string { return r.OrganizationID + ":" + r.ID }
+
+// MarshalJSON writes occurred_at in TimeFormat (three fractional digits, as the WorkOS SDKs expect).
+func (e Event) MarshalJSON() ([]byte, error) {
+	type plain Event
+	return json.Marshal(struct {
+		plain
+		OccurredAt string `json:"occurred_at"`
+	}{plain(e), FormatTime(e.OccurredAt)})
+}

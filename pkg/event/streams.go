@@ -1,0 +1,45 @@
+package event
+
+// Stream and subject names. Every subject ends in the organization id, so consumers and operators
+// can filter one organization's traffic, and the id is restricted by OrgIDPattern.
+const (
+	// StreamRaw holds events as the gateway accepted them, before schema validation.
+	StreamRaw = "LOGBOOK_RAW"
+	// StreamValid holds events the validator accepted; the writer stores them.
+	StreamValid = "LOGBOOK_VALID"
+	// StreamRejected holds events the validator refused (dead letters), with the reason in headers.
+	StreamRejected = "LOGBOOK_REJECTED"
+
+	subjectRaw      = "logbook.raw."
+	subjectValid    = "logbook.valid."
+	subjectRejected = "logbook.rejected."
+
+	// ConsumerValidator is the durable consumer on StreamRaw that validator replicas share.
+	ConsumerValidator = "validator"
+	// ConsumerWriter is the durable consumer on StreamValid that writer replicas share.
+	ConsumerWriter = "writer"
+
+	// BucketSchemas is the key-value bucket holding action schemas.
+	BucketSchemas = "logbook_schemas"
+	// BucketAPIKeys is the key-value bucket holding API key hashes.
+	BucketAPIKeys = "logbook_api_keys"
+
+	// HeaderRejectReason carries why the validator refused an event (on StreamRejected messages).
+	HeaderRejectReason = "Logbook-Reject-Reason"
+)
+
+// RawSubject is the subject an organization's raw events are published on.
+func RawSubject(org string) string { return subjectRaw + org }
+
+// ValidSubject is the subject an organization's validated events are published on.
+func ValidSubject(org string) string { return subjectValid + org }
+
+// RejectedSubject is the subject an organization's rejected events are published on.
+func RejectedSubject(org string) string { return subjectRejected + org }
+
+// RawSubjects, ValidSubjects and RejectedSubjects are the streams' subject filters.
+const (
+	RawSubjects      = subjectRaw + "*"
+	ValidSubjects    = subjectValid + "*"
+	RejectedSubjects = subjectRejected + "*"
+)

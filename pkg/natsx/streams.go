@@ -1,0 +1,154 @@
+// Package natsx holds Logbook's NATS wiring: connecting (over TCP or in-process), the embedded
+// server of the single-process mode, and the streams and buckets every service relies on.
+package natsx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/logbookhq/logbook/pkg/config"
+	"github.com/logbookhq/logbook/pkg/event"
+)
+
+// StreamLimits are the operator-tunable limits of Logbook's streams.
+type StreamLimits struct {
+	// MaxBytes caps each stream's size. When the raw stream is full, new events are refused
+	// (Discard: New) and the gateway answers 503; nothing already stored is dropped. Default 1 GiB.
+	MaxBytes int64
+	// MaxAge is how long messages stay in the streams after they were consumed, so a batch can be
+	// re-read and re-driven. Default 7 days. Must exceed Duplicates.
+	MaxAge time.Duration
+	// Duplicates is JetStream's message-id dedup window. Default 10 minutes.
+	Duplicates time.Duration
+	// Replicas is the stream replica count: 1 embedded, 3 in a cluster. Default 1.
+	Replicas int
+}
+
+// DefaultStreamLimits returns the defaults documented on StreamLimits.
+func DefaultStreamLimits() StreamLimits {
+	return StreamLimits{MaxBytes: 1 << 30, MaxAge: 7 * 24 * time.Hour, Duplicates: 10 * time.Minute, Replicas: 1}
+}
+
+// Validate reports limits that would break the durability promises.
+func (l StreamLimits) Validate() error {
+	switch {
+	case l.MaxBytes <= 0:
+		return errors.New("stream max bytes must be positive")
+	case l.Duplicates <= 0:
+		return errors.New("stream duplicate window must be positive")
+	case l.MaxAge <= l.Duplicates:
+		return errors.New("stream max age must exceed the duplicate window")
+	case l.Replicas < 1 || l.Replicas > 5:
+		return errors.New("stream replicas must be between 1 and 5")
+	}
+	return nil
+}
+
+// StreamConfigs returns the configuration of the raw, valid and rejected streams.
+func StreamConfigs(l StreamLimits) []jetstream.StreamConfig {
+	base := func(name, subjects, desc string) jetstream.StreamConfig {
+		return jetstream.StreamConfig{
+			Name:               name,
+			Description:        desc,
+			Subjects:           []string{subjects},
+			Retention:          jetstream.LimitsPolicy, // never WorkQueue: dedup of acked messages must survive restarts
+			Storage:            jetstream.FileStorage,
+			Discard:            jetstream.DiscardNew, // a full stream refuses new events instead of deleting old ones
+			MaxBytes:           l.MaxBytes,
+			MaxAge:             l.MaxAge,
+			Duplicates:         l.Duplicates,
+			Replicas:           l.Replicas,
+			DenyDelete:         true,
+			DenyPurge:          true,
+			AllowAtomicPublish: true,
+		}
+	}
+	return []jetstream.StreamConfig{
+		base(event.StreamRaw, event.RawSubjects, "Audit events as accepted by the gateway"),
+		base(event.StreamValid, event.ValidSubjects, "Audit events that passed validation"),
+		base(event.StreamRejected, event.RejectedSubjects, "Audit events the validator refused (dead letters)"),
+	}
+}
+
+// EnsureStreams creates or updates Logbook's streams and then reads each live configuration back,
+// failing if any durability setting differs from what Logbook needs.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, l StreamLimits) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	for _, cfg := range StreamConfigs(l) {
+		s, err := js.CreateOrUpdateStream(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("failed to create stream %s: %w", cfg.Name, err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("failed to read stream %s: %w", cfg.Name, err)
+		}
+		if err := CheckStream(info.Config); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CheckStream reports the first setting of a live stream configuration that would let an
+// acknowledged event be lost or deleted.
+func CheckStream(c jetstream.StreamConfig) error {
+	bad := func(what string) error { return fmt.Errorf("stream %s: %s", c.Name, what) }
+	switch {
+	case c.Retention != jetstream.LimitsPolicy:
+		return bad("retention must be limits, not " + c.Retention.String())
+	case c.Storage != jetstream.FileStorage:
+		return bad("storage must be file")
+	case c.Discard != jetstream.DiscardNew:
+		return bad("discard policy must be new")
+	case c.MaxBytes <= 0:
+		return bad("max bytes must be capped")
+	case c.Duplicates <= 0:
+		return bad("duplicate window must be set")
+	case !c.DenyDelete || !c.DenyPurge:
+		return bad("delete and purge must be denied")
+	}
+	return nil
+}
+
+// EnsureBuckets creates the key-value buckets Logbook uses (schemas, API keys), file-backed.
+func EnsureBuckets(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	for _, b := range []string{event.BucketSchemas, event.BucketAPIKeys} {
+		_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:   b,
+			Storage:  jetstream.FileStorage,
+			Replicas: replicas,
+			History:  1,
+		})
+		if err != nil {
+			return fmt.Errorf("failed to create bucket %s: %w", b, err)
+		}
+	}
+	return nil
+}
+
+// Prepare creates or checks everything Logbook keeps in JetStream: the streams and the buckets.
+func Prepare(ctx context.Context, js jetstream.JetStream, l StreamLimits) error {
+	if err := EnsureStreams(ctx, js, l); err != nil {
+		return err
+	}
+	return EnsureBuckets(ctx, js, l.Replicas)
+}
+
+// LimitsFromEnv reads LOGBOOK_STREAM_MAX_BYTES, LOGBOOK_STREAM_MAX_AGE, LOGBOOK_STREAM_DUPLICATES
+// and LOGBOOK_STREAM_REPLICAS over the defaults.
+func LimitsFromEnv(env *config.Env) StreamLimits {
+	d := DefaultStreamLimits()
+	return StreamLimits{
+		MaxBytes:   env.Int("LOGBOOK_STREAM_MAX_BYTES", d.MaxBytes, 1<<20, 1<<50),
+		MaxAge:     env.Duration("LOGBOOK_STREAM_MAX_AGE", d.MaxAge),
+		Duplicates: env.Duration("LOGBOOK_STREAM_DUPLICATES", d.Duplicates),
+		Replicas:   int(env.Int("LOGBOOK_STREAM_REPLICAS", int64(d.Replicas), 1, 5)),
+	}
+}

@@ -1,0 +1,214 @@
+package schema
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/logbookhq/logbook/pkg/event"
+)
+
+// ErrUnknownVersion is returned when an event names a schema version its action does not have.
+var ErrUnknownVersion = errors.New("unknown schema version")
+
+// keyPrefix scopes keys to the whole environment; organization-specific schemas get their own
+// prefix later without touching these keys. Key: env/<action>/<version>.
+const keyPrefix = "env/"
+
+type entry struct {
+	schema   Schema
+	compiled *Compiled
+}
+
+// Registry keeps every schema version in memory, loaded from and kept in step with the schemas
+// key-value bucket (a watch), so the gateway and every validator replica see the same versions.
+// Safe for concurrent use.
+type Registry struct {
+	kv     jetstream.KeyValue
+	log    *slog.Logger
+	now    func() time.Time
+	mu     sync.RWMutex
+	byName map[string][]*entry // action -> versions, index = version-1 (nil holes until loaded)
+	stop   context.CancelFunc
+	done   chan struct{}
+}
+
+// NewRegistry opens the schemas bucket, loads every version and keeps watching for new ones until
+// Close. It returns once the initial load is complete.
+func NewRegistry(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*Registry, error) {
+	kv, err := js.KeyValue(ctx, event.BucketSchemas)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open bucket %s: %w", event.BucketSchemas, err)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	w, err := kv.WatchAll(wctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("failed to watch bucket %s: %w", event.BucketSchemas, err)
+	}
+	r := &Registry{kv: kv, log: log, now: time.Now, byName: map[string][]*entry{}, stop: cancel, done: make(chan struct{})}
+	loaded := make(chan struct{})
+	go r.watch(w, loaded)
+	select {
+	case <-loaded:
+		return r, nil
+	case <-ctx.Done():
+		r.Close()
+		return nil, fmt.Errorf("failed to load schemas: %w", ctx.Err())
+	}
+}
+
+func (r *Registry) watch(w jetstream.KeyWatcher, loaded chan struct{}) {
+	defer close(r.done)
+	defer func() { _ = w.Stop() }()
+	initial := true
+	for e := range w.Updates() {
+		if e == nil { // end of the initial values
+			if initial {
+				close(loaded)
+				initial = false
+			}
+			continue
+		}
+		if e.Operation() != jetstream.KeyValuePut {
+			continue
+		}
+		if err := r.load(e.Value()); err != nil {
+			r.log.Error("skipping unreadable schema", "key", e.Key(), "err", err)
+		}
+	}
+}
+
+func (r *Registry) load(raw []byte) (err error) {
+	var s Schema
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return err
+	}
+	c, err := Compile(s.Definition)
+	if err != nil {
+		return err
+	}
+	r.put(&entry{schema: s, compiled: c})
+	return nil
+}
+
+func (r *Registry) put(e *entry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	vs := r.byName[e.schema.Action]
+	for len(vs) < e.schema.Version {
+		vs = append(vs, nil)
+	}
+	vs[e.schema.Version-1] = e
+	r.byName[e.schema.Action] = vs
+}
+
+// Close stops the watch.
+func (r *Registry) Close() {
+	r.stop()
+	<-r.done
+}
+
+// Lookup returns the compiled schema an event of action with the given version must satisfy.
+// Version 0 (not sent) means version 1, as with WorkOS. It returns nil, nil when the action has no
+// schema (any event is accepted) and ErrUnknownVersion when the action has schemas but not that
+// version. A version this replica has not seen yet through its watch is read from the bucket.
+func (r *Registry) Lookup(ctx context.Context, action string, version int) (*Compiled, error) {
+	if version == 0 {
+		version = 1
+	}
+	r.mu.RLock()
+	vs := r.byName[action]
+	var e *entry
+	if version <= len(vs) {
+		e = vs[version-1]
+	}
+	r.mu.RUnlock()
+	if e != nil {
+		return e.compiled, nil
+	}
+	if len(vs) == 0 {
+		return nil, nil
+	}
+	if err := r.refresh(ctx, action, version); errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%w: action %q has no schema version %d", ErrUnknownVersion, action, version)
+	} else if err != nil {
+		return nil, err
+	}
+	return r.Lookup(ctx, action, version)
+}
+
+// Create stores d as the next version of action's schema and returns it. Versions are immutable:
+// concurrent creators race on the key and the loser takes the next number.
+func (r *Registry) Create(ctx context.Context, action string, d Definition) (*Schema, error) {
+	c, err := Compile(d)
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; attempt < 20; attempt++ {
+		next := len(r.Versions(action)) + 1
+		s := Schema{Action: action, Version: next, CreatedAt: r.now().UTC().Truncate(time.Millisecond), Definition: d}
+		raw, err := json.Marshal(s)
+		if err != nil {
+			return nil, fmt.Errorf("failed to encode schema: %w", err)
+		}
+		_, err = r.kv.Create(ctx, key(action, next), raw)
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			if err := r.refresh(ctx, action, next); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("failed to store schema %s v%d: %w", action, next, err)
+		}
+		r.put(&entry{schema: s, compiled: c})
+		return &s, nil
+	}
+	return nil, fmt.Errorf("failed to store schema %s: too many concurrent versions", action)
+}
+
+func (r *Registry) refresh(ctx context.Context, action string, version int) error {
+	e, err := r.kv.Get(ctx, key(action, version))
+	if err != nil {
+		return fmt.Errorf("failed to read schema %s v%d: %w", action, version, err)
+	}
+	return r.load(e.Value())
+}
+
+// Versions returns the loaded versions of action, oldest first.
+func (r *Registry) Versions(action string) []Schema {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]Schema, 0, len(r.byName[action]))
+	for _, e := range r.byName[action] {
+		if e != nil {
+			out = append(out, e.schema)
+		}
+	}
+	return out
+}
+
+// Actions returns the names of all actions with at least one schema, sorted.
+func (r *Registry) Actions() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]string, 0, len(r.byName))
+	for a := range r.byName {
+		out = append(out, a)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func key(action string, version int) string {
+	return keyPrefix + action + "/" + strconv.Itoa(version)
+}

@@ -1,0 +1,141 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/logbookhq/logbook/pkg/chdb"
+)
+
+// Embedded is the DB implementation on the ClickHouse engine running in this process (chDB).
+// Only one process may open a data directory, and only one Embedded may be open per process.
+type Embedded struct {
+	conn *chdb.Conn
+}
+
+// OpenEmbedded loads libchdb.so from libPath (chdb.DefaultLibPath() when empty) and opens the
+// engine on dataDir.
+func OpenEmbedded(libPath, dataDir string) (*Embedded, error) {
+	if libPath == "" {
+		libPath = chdb.DefaultLibPath()
+	}
+	conn, err := chdb.Open(libPath, dataDir)
+	if err != nil {
+		return nil, err
+	}
+	return &Embedded{conn: conn}, nil
+}
+
+// Exec implements DB.
+func (e *Embedded) Exec(ctx context.Context, query string, params Params) error {
+	_, err := e.conn.Query(ctx, query, "TabSeparated", params)
+	return err
+}
+
+// Query implements DB. The whole result is read at once (JSONCompactEachRow) and scanned from memory.
+func (e *Embedded) Query(ctx context.Context, query string, params Params) (Rows, error) {
+	out, err := e.conn.Query(ctx, query, "JSONCompactEachRow", params)
+	if err != nil {
+		return nil, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 0, 64<<10), 256<<20)
+	return &jsonRows{sc: sc}, nil
+}
+
+// Insert implements DB with one INSERT ... FORMAT JSONCompactEachRow statement.
+func (e *Embedded) Insert(ctx context.Context, table string, columns []string, settings map[string]string, rows [][]any) error {
+	var b bytes.Buffer
+	b.WriteString(insertHead(table, columns))
+	if len(settings) > 0 {
+		keys := make([]string, 0, len(settings))
+		for k := range settings {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		b.WriteString(" SETTINGS ")
+		for i, k := range keys {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(k + " = " + quote(settings[k]))
+		}
+	}
+	b.WriteString(" FORMAT JSONCompactEachRow\n")
+	enc := json.NewEncoder(&b)
+	vals := make([]any, 0, len(columns))
+	for _, r := range rows {
+		vals = vals[:0]
+		for _, v := range r {
+			if t, ok := v.(time.Time); ok {
+				v = t.UTC().Format("2006-01-02 15:04:05.000")
+			}
+			vals = append(vals, v)
+		}
+		if err := enc.Encode(vals); err != nil {
+			return fmt.Errorf("failed to encode row: %w", err)
+		}
+	}
+	_, err := e.conn.Query(ctx, b.String(), "TabSeparated", nil)
+	return err
+}
+
+// Close implements DB.
+func (e *Embedded) Close() error { return e.conn.Close() }
+
+// quote renders a setting value as a ClickHouse string literal.
+func quote(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
+
+// jsonRows scans JSONCompactEachRow output: one JSON array per line, one element per column.
+type jsonRows struct {
+	sc  *bufio.Scanner
+	cur []json.RawMessage
+	err error
+}
+
+func (r *jsonRows) Next() bool {
+	if r.err != nil || !r.sc.Scan() {
+		return false
+	}
+	r.cur = r.cur[:0]
+	if err := json.Unmarshal(r.sc.Bytes(), &r.cur); err != nil {
+		r.err = fmt.Errorf("failed to decode result row: %w", err)
+		return false
+	}
+	return true
+}
+
+func (r *jsonRows) Scan(dest ...any) error {
+	if len(dest) != len(r.cur) {
+		return fmt.Errorf("scan: %d destinations for %d columns", len(dest), len(r.cur))
+	}
+	for i, d := range dest {
+		raw := r.cur[i]
+		// 64-bit integers arrive quoted (output_format_json_quote_64bit_integers).
+		switch d.(type) {
+		case *int64, *uint64:
+			raw = bytes.Trim(raw, `"`)
+		}
+		if err := json.Unmarshal(raw, d); err != nil {
+			return fmt.Errorf("scan column %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func (r *jsonRows) Err() error {
+	if r.err != nil {
+		return r.err
+	}
+	return r.sc.Err()
+}
+
+func (r *jsonRows) Close() error { return nil }

@@ -1,0 +1,127 @@
+// Package store is Logbook's ClickHouse layer: the events table's versioned DDL, the INSERT the
+// writer runs, and the queries the query API runs. It speaks to ClickHouse through DB, which has two
+// implementations running the same SQL text: the embedded engine (chDB, in-process; tests and the
+// single-process mode) and clickhouse-go/v2 (a ClickHouse server or cluster in production).
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/logbookhq/logbook/pkg/event"
+)
+
+// Params are server-side query parameters: each {name:Type} placeholder in the SQL gets the value
+// with that name. Values never become SQL text. Both backends read a value in ClickHouse's
+// "escaped" text format, where a backslash starts an escape: pass strings through Text.
+type Params map[string]string
+
+var textEscaper = strings.NewReplacer(`\`, `\\`, "\t", `\t`, "\n", `\n`, "\r", `\r`, "\x00", `\0`)
+
+// Text renders a String parameter value in the escaped format, so it arrives verbatim.
+func Text(s string) string { return textEscaper.Replace(s) }
+
+// Rows iterates over a query's result; Scan takes one pointer per selected column.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close() error
+}
+
+// DB runs SQL text against ClickHouse. Implementations are safe for concurrent use.
+type DB interface {
+	// Exec runs a statement that returns no rows.
+	Exec(ctx context.Context, query string, params Params) error
+	// Query runs a SELECT.
+	Query(ctx context.Context, query string, params Params) (Rows, error)
+	// Insert runs "INSERT INTO table (columns)" with the given settings and rows, one value per
+	// column: string, uint32, time.Time, []string or map[string]string.
+	Insert(ctx context.Context, table string, columns []string, settings map[string]string, rows [][]any) error
+	// Close releases the connection.
+	Close() error
+}
+
+// Store reads and writes audit events. Safe for concurrent use.
+type Store struct {
+	db DB
+}
+
+// New returns a Store on db. Call Migrate before use.
+func New(db DB) *Store { return &Store{db: db} }
+
+// Close closes the underlying DB.
+func (s *Store) Close() error { return s.db.Close() }
+
+var tokenPattern = regexp.MustCompile(`^[A-Za-z0-9:._-]{1,128}$`)
+
+// ErrBadToken is returned for a dedup token outside [A-Za-z0-9:._-]{1,128}.
+var ErrBadToken = errors.New("bad insert deduplication token")
+
+var eventColumns = []string{
+	"organization_id", "occurred_at", "id", "received_at", "action", "version",
+	"actor_id", "actor_type", "actor_name", "target_ids", "target_types", "location", "metadata", "event",
+}
+
+// InsertSettings are the settings of every events INSERT, explicit so nothing rests on a server
+// default: synchronous (no async insert buffer), deduplicated by the batch's token.
+func InsertSettings(token string) map[string]string {
+	return map[string]string{
+		"async_insert":               "0",
+		"insert_deduplicate":         "1",
+		"insert_deduplication_token": token,
+		"max_insert_block_size":      "1048576",
+	}
+}
+
+// Insert stores recs in one INSERT deduplicated by token: inserting the same records with the same
+// token again stores nothing new. token must be derived from the batch's identity (its stream
+// sequence range), never random.
+func (s *Store) Insert(ctx context.Context, token string, recs []*event.Record) error {
+	if !tokenPattern.MatchString(token) {
+		return fmt.Errorf("%w: %q", ErrBadToken, token)
+	}
+	rows := make([][]any, len(recs))
+	for i, r := range recs {
+		row, err := eventRow(r)
+		if err != nil {
+			return err
+		}
+		rows[i] = row
+	}
+	if err := s.db.Insert(ctx, "events", eventColumns, InsertSettings(token), rows); err != nil {
+		return fmt.Errorf("failed to insert %d events (token %s): %w", len(recs), token, err)
+	}
+	return nil
+}
+
+func eventRow(r *event.Record) ([]any, error) {
+	raw, err := eventJSON(&r.Event)
+	if err != nil {
+		return nil, fmt.Errorf("failed to encode event %s: %w", r.ID, err)
+	}
+	ids := make([]string, len(r.Event.Targets))
+	types := make([]string, len(r.Event.Targets))
+	for i, t := range r.Event.Targets {
+		ids[i], types[i] = t.ID, t.Type
+	}
+	return []any{
+		r.OrganizationID, r.Event.OccurredAt.UTC(), r.ID, r.ReceivedAt.UTC(), r.Event.Action, uint32(r.Event.Version),
+		r.Event.Actor.ID, r.Event.Actor.Type, r.Event.Actor.Name, ids, types, r.Event.Context.Location,
+		metadataText(r.Event.Metadata), string(raw),
+	}, nil
+}
+
+// Event is a stored event as the API returns it.
+type Event struct {
+	ID             string
+	OrganizationID string
+	OccurredAt     time.Time
+	ReceivedAt     time.Time
+	// Event is the event JSON as accepted (action, occurred_at, version, actor, targets, context, metadata).
+	Event []byte
+}

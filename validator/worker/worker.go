@@ -1,0 +1,227 @@
+// Package worker is the validator: it reads the raw stream through a durable consumer that all
+// replicas share, applies each event's schema, and republishes the event unchanged to the valid
+// stream or, with the reason, to the rejected stream. A raw message is acknowledged only after its
+// republish was acknowledged, and republishing uses the event's identity as message id, so a crash
+// anywhere in between yields neither a loss nor a duplicate.
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/schema"
+	"github.com/logbookhq/logbook/pkg/validate"
+)
+
+// Config tunes the validator.
+type Config struct {
+	// BatchSize is how many raw messages one fetch takes. Default 500.
+	BatchSize int
+	// FetchWait is how long a fetch waits for the first message. Default 1 s.
+	FetchWait time.Duration
+	// AckWait is how long JetStream waits for an ack before redelivering. Default 30 s.
+	AckWait time.Duration
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{BatchSize: 500, FetchWait: time.Second, AckWait: 30 * time.Second}
+}
+
+type schemas interface {
+	Lookup(ctx context.Context, action string, version int) (*schema.Compiled, error)
+}
+
+// Worker validates raw events. Run it in as many replicas as needed.
+type Worker struct {
+	js      jetstream.JetStream
+	cons    jetstream.Consumer
+	schemas schemas
+	cfg     Config
+	log     *slog.Logger
+}
+
+// New creates (or joins) the durable validator consumer on the raw stream.
+func New(ctx context.Context, js jetstream.JetStream, reg schemas, cfg Config, log *slog.Logger) (*Worker, error) {
+	cons, err := js.CreateOrUpdateConsumer(ctx, event.StreamRaw, jetstream.ConsumerConfig{
+		Durable:       event.ConsumerValidator,
+		Description:   "Logbook validator replicas",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxAckPending: 20 * cfg.BatchSize,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to create consumer %s: %w", event.ConsumerValidator, err)
+	}
+	return &Worker{js: js, cons: cons, schemas: reg, cfg: cfg, log: log}, nil
+}
+
+// Run validates until ctx is done. The batch in hand when ctx ends is finished first.
+func (w *Worker) Run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		msgs, err := w.fetch()
+		if err != nil {
+			w.log.Warn("fetch failed", "consumer", event.ConsumerValidator, "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		if len(msgs) > 0 {
+			w.process(context.WithoutCancel(ctx), msgs)
+		}
+	}
+	return nil
+}
+
+// fetch waits up to FetchWait for one message, then takes whatever else is already waiting, up to
+// BatchSize: low latency when idle, large batches under load.
+func (w *Worker) fetch() ([]jetstream.Msg, error) {
+	first, err := w.cons.Fetch(1, jetstream.FetchMaxWait(w.cfg.FetchWait))
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := drain(first)
+	if err != nil || len(msgs) == 0 || w.cfg.BatchSize == 1 {
+		return msgs, err
+	}
+	rest, err := w.cons.FetchNoWait(w.cfg.BatchSize - 1)
+	if err != nil {
+		return msgs, nil // the first message is processed now; the rest come next round
+	}
+	more, _ := drain(rest)
+	return append(msgs, more...), nil
+}
+
+func drain(b jetstream.MessageBatch) ([]jetstream.Msg, error) {
+	var msgs []jetstream.Msg
+	for m := range b.Messages() {
+		msgs = append(msgs, m)
+	}
+	if err := b.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && len(msgs) == 0 {
+		return nil, err
+	}
+	return msgs, nil
+}
+
+// outcome is what happens to one raw message.
+type outcome struct {
+	msg    jetstream.Msg
+	out    *nats.Msg              // nil: retry later (nak)
+	future jetstream.PubAckFuture // set once published
+}
+
+// process republishes a batch asynchronously, waits for every acknowledgement, then acks the raw
+// messages whose republish was stored and naks the others for redelivery.
+func (w *Worker) process(ctx context.Context, msgs []jetstream.Msg) {
+	outs := make([]outcome, len(msgs))
+	for i, m := range msgs {
+		outs[i] = outcome{msg: m, out: w.decide(ctx, m)}
+		if outs[i].out == nil {
+			continue
+		}
+		f, err := w.js.PublishMsgAsync(outs[i].out)
+		if err != nil {
+			w.log.Warn("republish failed", "subject", outs[i].out.Subject, "err", err)
+			outs[i].out = nil
+			continue
+		}
+		outs[i].future = f
+	}
+	timeout := time.NewTimer(30 * time.Second)
+	defer timeout.Stop()
+	for _, o := range outs {
+		if o.future == nil {
+			_ = o.msg.NakWithDelay(time.Second)
+			continue
+		}
+		select {
+		case <-o.future.Ok():
+			if err := o.msg.Ack(); err != nil {
+				w.log.Warn("ack failed (the message will be redelivered and deduplicated)", "err", err)
+			}
+		case err := <-o.future.Err():
+			w.log.Warn("republish failed", "subject", o.out.Subject, "err", err)
+			_ = o.msg.NakWithDelay(time.Second)
+		case <-timeout.C:
+			w.log.Warn("republish not acknowledged in time", "subject", o.out.Subject)
+			_ = o.msg.NakWithDelay(time.Second)
+		}
+	}
+}
+
+// decide builds the message to publish for m: the same payload to the valid stream, or to the
+// rejected stream with the reason. It returns nil when the decision must wait (schemas unavailable).
+func (w *Worker) decide(ctx context.Context, m jetstream.Msg) *nats.Msg {
+	rec, err := event.Unmarshal(m.Data())
+	if err != nil {
+		// No identity to go by: the raw stream sequence keeps a redelivery from being rejected twice.
+		id := ""
+		if meta, merr := m.Metadata(); merr == nil {
+			id = fmt.Sprintf("raw-seq:%d", meta.Sequence.Stream)
+		}
+		return rejected(orgFromSubject(m.Subject()), id, m.Data(), "undecodable record: "+err.Error())
+	}
+	if err := validate.CheckRecord(rec); err != nil {
+		return rejected(rec.OrganizationID, rec.MsgID(), m.Data(), err.Error())
+	}
+	compiled, err := w.schemas.Lookup(ctx, rec.Event.Action, rec.Event.Version)
+	switch {
+	case errors.Is(err, schema.ErrUnknownVersion):
+		return rejected(rec.OrganizationID, rec.MsgID(), m.Data(), err.Error())
+	case err != nil:
+		w.log.Warn("schema lookup failed; will retry", "event_id", rec.ID, "err", err)
+		return nil
+	case compiled != nil:
+		if errs := compiled.Validate(&rec.Event); errs != nil {
+			reason, _ := json.Marshal(errs)
+			return rejected(rec.OrganizationID, rec.MsgID(), m.Data(), "schema violation: "+string(reason))
+		}
+	}
+	out := nats.NewMsg(event.ValidSubject(rec.OrganizationID))
+	out.Data = m.Data()
+	out.Header.Set(jetstream.MsgIDHeader, rec.MsgID())
+	out.Header.Set(jetstream.ExpectedStreamHeader, event.StreamValid)
+	return out
+}
+
+// MaxReasonLen caps the reject-reason header.
+const MaxReasonLen = 2048
+
+func rejected(org, msgID string, data []byte, reason string) *nats.Msg {
+	if !event.ValidOrgID(org) {
+		org = "_invalid"
+	}
+	if len(reason) > MaxReasonLen {
+		reason = reason[:MaxReasonLen]
+	}
+	out := nats.NewMsg(event.RejectedSubject(org))
+	out.Data = data
+	out.Header.Set(event.HeaderRejectReason, strings.ReplaceAll(reason, "\n", " "))
+	out.Header.Set(jetstream.ExpectedStreamHeader, event.StreamRejected)
+	if msgID != "" {
+		out.Header.Set(jetstream.MsgIDHeader, msgID)
+	}
+	return out
+}
+
+func orgFromSubject(subject string) string {
+	return subject[strings.LastIndexByte(subject, '.')+1:]
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,52 @@
+// Command writer runs a writer replica: valid stream in, batched INSERTs into a ClickHouse server
+// out. It applies the table migrations at start-up. Configuration: LOGBOOK_* variables (README).
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/logbookhq/logbook/pkg/config"
+	"github.com/logbookhq/logbook/pkg/natsx"
+	"github.com/logbookhq/logbook/pkg/store"
+	"github.com/logbookhq/logbook/writer/batcher"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	env := config.FromEnv()
+	log := env.Logger().With("service", "writer")
+	if err := run(ctx, env, log); err != nil {
+		log.Error("writer stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
+	cfg := batcher.DefaultConfig()
+	cfg.MaxRows = int(env.Int("LOGBOOK_BATCH_ROWS", int64(cfg.MaxRows), 1, 1_000_000))
+	cfg.MaxWait = env.Duration("LOGBOOK_BATCH_WAIT", cfg.MaxWait)
+	st, err := store.ServerFromEnv(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		return err
+	}
+	nc, js, err := natsx.ConnectFromEnv(ctx, env, "logbook-writer")
+	if err != nil {
+		return err
+	}
+	defer nc.Drain()
+	w, err := batcher.New(ctx, js, st, cfg, log)
+	if err != nil {
+		return err
+	}
+	log.Info("writing")
+	return w.Run(ctx)
+}

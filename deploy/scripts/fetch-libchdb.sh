@@ -27,7 +27,16 @@ tmp=$(mktemp -d "$dir/.fetch-libchdb.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
 echo "fetching libchdb.so (178 MB download, once per machine)" >&2
-npm pack "$package" --pack-destination "$tmp" --cache "$tmp/npm-cache" >&2
+# npm shows no progress when it is not on a terminal: report the bytes received so far.
+(
+	while sleep 1; do
+		printf '  %d MB of about 178 MB\n' $(($(du -sb "$tmp/npm-cache" 2>/dev/null | cut -f1) / 1048576)) >&2
+	done
+) &
+progress=$!
+trap 'kill $progress 2>/dev/null || true; rm -rf "$tmp"' EXIT
+npm pack "$package" --pack-destination "$tmp" --cache "$tmp/npm-cache" --loglevel warn >&2
+kill $progress 2>/dev/null || true
 tgz=("$tmp"/*.tgz)
 tar -xzf "${tgz[0]}" -C "$tmp" package/libchdb.so
 if [[ ! -s "$tmp/package/libchdb.so" ]]; then

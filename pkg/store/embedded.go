@@ -139,3 +139,20 @@ func (r *jsonRows) Err() error {
 }
 
 func (r *jsonRows) Close() error { return nil }
+
+// Each implements DB on the engine's streaming interface: rows are decoded chunk by chunk.
+func (e *Embedded) Each(ctx context.Context, query string, params Params, dest []any, fn func() error) error {
+	return e.conn.QueryStream(ctx, query, "JSONCompactEachRow", params, func(chunk []byte) error {
+		r := &jsonRows{sc: bufio.NewScanner(bytes.NewReader(chunk))}
+		r.sc.Buffer(make([]byte, 0, 64<<10), 256<<20)
+		for r.Next() {
+			if err := r.Scan(dest...); err != nil {
+				return err
+			}
+			if err := fn(); err != nil {
+				return err
+			}
+		}
+		return r.Err()
+	})
+}

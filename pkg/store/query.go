@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -14,54 +15,184 @@ type Position struct {
 	ID         string
 }
 
-// The list query is assembled only from these fixed fragments; every value is a parameter.
+// Filter selects an organization's events. Empty fields do not filter. Within a field the values
+// are alternatives (OR); fields combine with AND.
+type Filter struct {
+	// Org is required: no query is ever built without it.
+	Org string
+	// Actions match exactly, or by prefix when a value ends in "*" ("user.*").
+	Actions     []string
+	ActorIDs    []string
+	ActorNames  []string
+	ActorTypes  []string
+	TargetIDs   []string
+	TargetTypes []string
+	// Start (inclusive) and End (exclusive) bound occurred_at; zero means unbounded.
+	Start, End time.Time
+	// Text matches events whose names, ids, context or metadata values contain it, ignoring case.
+	Text string
+}
+
+// ErrNoOrg is returned for a Filter without an organization.
+var ErrNoOrg = errors.New("an organization is required")
+
+// where renders f as a WHERE clause from fixed fragments; every value becomes a parameter. Rows
+// past their retention are never returned.
+func (f *Filter) where(p Params) (string, error) {
+	if f.Org == "" {
+		return "", ErrNoOrg
+	}
+	p["org"] = Text(f.Org)
+	var b strings.Builder
+	b.WriteString("organization_id = {org:String}")
+	b.WriteString("\n  AND (retention_days = 0 OR occurred_at >= now64(3) - toIntervalDay(retention_days))")
+	if len(f.Actions) > 0 {
+		var exact, alts []string
+		for _, a := range f.Actions {
+			if prefix, ok := strings.CutSuffix(a, "*"); ok {
+				name := "action_prefix_" + strconv.Itoa(len(alts))
+				p[name] = Text(prefix)
+				alts = append(alts, "startsWith(action, {"+name+":String})")
+			} else {
+				exact = append(exact, a)
+			}
+		}
+		if len(exact) > 0 {
+			p["actions"] = Array(exact)
+			alts = append(alts, "action IN {actions:Array(String)}")
+		}
+		b.WriteString("\n  AND (" + strings.Join(alts, " OR ") + ")")
+	}
+	in := func(values []string, name, clause string) {
+		if len(values) > 0 {
+			p[name] = Array(values)
+			b.WriteString("\n  AND " + clause)
+		}
+	}
+	in(f.ActorIDs, "actor_ids", "actor_id IN {actor_ids:Array(String)}")
+	in(f.ActorNames, "actor_names", "actor_name IN {actor_names:Array(String)}")
+	in(f.ActorTypes, "actor_types", "actor_type IN {actor_types:Array(String)}")
+	in(f.TargetIDs, "target_ids", "hasAny(target_ids, {target_ids:Array(String)})")
+	in(f.TargetTypes, "target_types", "hasAny(target_types, {target_types:Array(String)})")
+	if !f.Start.IsZero() {
+		p["start"] = strconv.FormatInt(f.Start.UnixMilli(), 10)
+		b.WriteString("\n  AND occurred_at >= fromUnixTimestamp64Milli({start:Int64}, 'UTC')")
+	}
+	if !f.End.IsZero() {
+		p["end"] = strconv.FormatInt(f.End.UnixMilli(), 10)
+		b.WriteString("\n  AND occurred_at < fromUnixTimestamp64Milli({end:Int64}, 'UTC')")
+	}
+	if f.Text != "" {
+		p["text"] = Text("%" + likeEscaper.Replace(strings.ToLower(f.Text)) + "%")
+		b.WriteString("\n  AND search_text LIKE {text:String}")
+	}
+	return b.String(), nil
+}
+
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+
 const (
-	listSelect = `SELECT id, organization_id, toUnixTimestamp64Milli(occurred_at), toUnixTimestamp64Milli(received_at), event
+	eventSelect = `SELECT id, organization_id, toUnixTimestamp64Milli(occurred_at), toUnixTimestamp64Milli(received_at), event
 FROM events
-WHERE organization_id = {org:String}`
-	listOlder = `
+WHERE `
+	afterPosition = `
   AND occurred_at <= fromUnixTimestamp64Milli({at:Int64}, 'UTC')
   AND (occurred_at < fromUnixTimestamp64Milli({at:Int64}, 'UTC') OR id < {id:String})`
-	listNewer = `
+	beforePosition = `
   AND occurred_at >= fromUnixTimestamp64Milli({at:Int64}, 'UTC')
   AND (occurred_at > fromUnixTimestamp64Milli({at:Int64}, 'UTC') OR id > {id:String})`
-	listNewestFirst = `
-ORDER BY toStartOfHour(occurred_at) DESC, occurred_at DESC, id DESC
-LIMIT {limit:UInt32}`
-	listOldestFirst = `
-ORDER BY toStartOfHour(occurred_at) ASC, occurred_at ASC, id ASC
+	newestFirst = `
+ORDER BY toStartOfHour(occurred_at) DESC, occurred_at DESC, id DESC`
+	oldestFirst = `
+ORDER BY toStartOfHour(occurred_at) ASC, occurred_at ASC, id ASC`
+	pageLimit = `
 LIMIT {limit:UInt32}`
 )
 
-// MaxPage is the largest page Page returns.
+// MaxPage is the largest page Search returns.
 const MaxPage = 1001
 
-// Page returns up to limit events of org, strictly beyond from (nil: from the newest or the oldest
-// end), walking toward older events when older is true and toward newer ones otherwise, in that
-// walking order.
-func (s *Store) Page(ctx context.Context, org string, older bool, from *Position, limit int) ([]Event, error) {
+// Search returns up to limit of f's events strictly beyond from (nil: from the newest or the
+// oldest end), walking toward older events when older is true and toward newer ones otherwise, in
+// that walking order.
+func (s *Store) Search(ctx context.Context, f Filter, older bool, from *Position, limit int) ([]Event, error) {
 	if limit < 1 || limit > MaxPage {
 		return nil, fmt.Errorf("page limit %d out of range", limit)
 	}
-	q := listSelect
-	p := Params{"org": Text(org), "limit": strconv.Itoa(limit)}
+	p := Params{"limit": strconv.Itoa(limit)}
+	where, err := f.where(p)
+	if err != nil {
+		return nil, err
+	}
+	q := eventSelect + where
 	if from != nil {
 		if older {
-			q += listOlder
+			q += afterPosition
 		} else {
-			q += listNewer
+			q += beforePosition
 		}
 		p["at"] = strconv.FormatInt(from.OccurredAt.UnixMilli(), 10)
 		p["id"] = Text(from.ID)
 	}
 	if older {
-		q += listNewestFirst
+		q += newestFirst
 	} else {
-		q += listOldestFirst
+		q += oldestFirst
 	}
+	return s.events(ctx, q+pageLimit, p)
+}
+
+// Page is Search with only the organization as filter.
+func (s *Store) Page(ctx context.Context, org string, older bool, from *Position, limit int) ([]Event, error) {
+	return s.Search(ctx, Filter{Org: org}, older, from, limit)
+}
+
+// ErrNotFound is returned by Get for an event the organization does not have.
+var ErrNotFound = errors.New("event not found")
+
+// Get returns one of org's events by id.
+func (s *Store) Get(ctx context.Context, org, id string) (*Event, error) {
+	p := Params{"id": Text(id)}
+	f := Filter{Org: org}
+	where, err := f.where(p)
+	if err != nil {
+		return nil, err
+	}
+	evs, err := s.events(ctx, eventSelect+where+"\n  AND id = {id:String}\nLIMIT 1", p)
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, ErrNotFound
+	}
+	return &evs[0], nil
+}
+
+// Each calls fn for every event f selects, newest first when desc, streaming: memory does not
+// grow with the number of events. An error from fn stops the query and is returned.
+func (s *Store) Each(ctx context.Context, f Filter, desc bool, fn func(*Event) error) error {
+	p := Params{}
+	where, err := f.where(p)
+	if err != nil {
+		return err
+	}
+	q := eventSelect + where + oldestFirst
+	if desc {
+		q = eventSelect + where + newestFirst
+	}
+	var e Event
+	var occurred, received int64
+	var raw string
+	return s.db.Each(ctx, q, p, []any{&e.ID, &e.OrganizationID, &occurred, &received, &raw}, func() error {
+		e.OccurredAt, e.ReceivedAt, e.Event = time.UnixMilli(occurred).UTC(), time.UnixMilli(received).UTC(), []byte(raw)
+		return fn(&e)
+	})
+}
+
+func (s *Store) events(ctx context.Context, q string, p Params) ([]Event, error) {
 	rows, err := s.db.Query(ctx, q, p)
 	if err != nil {
-		return nil, fmt.Errorf("failed to list events: %w", err)
+		return nil, fmt.Errorf("failed to query events: %w", err)
 	}
 	var out []Event
 	for rows.Next() {

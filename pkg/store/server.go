@@ -110,3 +110,21 @@ func ServerFromEnv(ctx context.Context, env *config.Env) (*Store, error) {
 	}
 	return New(db), nil
 }
+
+// Each implements DB.
+func (s *Server) Each(ctx context.Context, query string, params Params, dest []any, fn func() error) error {
+	rows, err := s.conn.Query(withParams(ctx, params), query)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return err
+		}
+		if err := fn(); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}

@@ -25,6 +25,22 @@ var textEscaper = strings.NewReplacer(`\`, `\\`, "\t", `\t`, "\n", `\n`, "\r", `
 // Text renders a String parameter value in the escaped format, so it arrives verbatim.
 func Text(s string) string { return textEscaper.Replace(s) }
 
+var quotedEscaper = strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\t", `\t`, "\n", `\n`, "\r", `\r`, "\x00", `\0`)
+
+// Array renders an Array(String) parameter value: ['a', 'b'] with each element quoted and escaped.
+func Array(values []string) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, v := range values {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("'" + quotedEscaper.Replace(v) + "'")
+	}
+	b.WriteByte(']')
+	return b.String()
+}
+
 // Rows iterates over a query's result; Scan takes one pointer per selected column.
 type Rows interface {
 	Next() bool
@@ -37,8 +53,11 @@ type Rows interface {
 type DB interface {
 	// Exec runs a statement that returns no rows.
 	Exec(ctx context.Context, query string, params Params) error
-	// Query runs a SELECT.
+	// Query runs a SELECT and holds its result.
 	Query(ctx context.Context, query string, params Params) (Rows, error)
+	// Each runs a SELECT and streams its result: for every row it scans into dest and calls fn.
+	// Memory does not grow with the number of rows. An error from fn stops the query.
+	Each(ctx context.Context, query string, params Params, dest []any, fn func() error) error
 	// Insert runs "INSERT INTO table (columns)" with the given settings and rows, one value per
 	// column: string, uint32, time.Time, []string or map[string]string.
 	Insert(ctx context.Context, table string, columns []string, settings map[string]string, rows [][]any) error
@@ -63,8 +82,9 @@ var tokenPattern = regexp.MustCompile(`^[A-Za-z0-9:._-]{1,128}$`)
 var ErrBadToken = errors.New("bad insert deduplication token")
 
 var eventColumns = []string{
-	"organization_id", "occurred_at", "id", "received_at", "action", "version",
-	"actor_id", "actor_type", "actor_name", "target_ids", "target_types", "location", "metadata", "event",
+	"organization_id", "occurred_at", "id", "received_at", "retention_days", "action", "version",
+	"actor_id", "actor_type", "actor_name", "target_ids", "target_types", "location", "user_agent",
+	"metadata", "search_text", "event",
 }
 
 // InsertSettings are the settings of every events INSERT, explicit so nothing rests on a server
@@ -78,16 +98,24 @@ func InsertSettings(token string) map[string]string {
 	}
 }
 
+// Retention tells the writer how many days an organization's events are kept (0: forever).
+type Retention func(org string) uint16
+
 // Insert stores recs in one INSERT deduplicated by token: inserting the same records with the same
 // token again stores nothing new. token must be derived from the batch's identity (its stream
-// sequence range), never random.
+// sequence range), never random. Each row is stamped with its organization's retention.
 func (s *Store) Insert(ctx context.Context, token string, recs []*event.Record) error {
+	return s.InsertWithRetention(ctx, token, recs, func(string) uint16 { return 0 })
+}
+
+// InsertWithRetention is Insert with each organization's retention from days.
+func (s *Store) InsertWithRetention(ctx context.Context, token string, recs []*event.Record, days Retention) error {
 	if !tokenPattern.MatchString(token) {
 		return fmt.Errorf("%w: %q", ErrBadToken, token)
 	}
 	rows := make([][]any, len(recs))
 	for i, r := range recs {
-		row, err := eventRow(r)
+		row, err := eventRow(r, days(r.OrganizationID))
 		if err != nil {
 			return err
 		}
@@ -99,7 +127,7 @@ func (s *Store) Insert(ctx context.Context, token string, recs []*event.Record) 
 	return nil
 }
 
-func eventRow(r *event.Record) ([]any, error) {
+func eventRow(r *event.Record, retentionDays uint16) ([]any, error) {
 	raw, err := eventJSON(&r.Event)
 	if err != nil {
 		return nil, fmt.Errorf("failed to encode event %s: %w", r.ID, err)
@@ -110,9 +138,10 @@ func eventRow(r *event.Record) ([]any, error) {
 		ids[i], types[i] = t.ID, t.Type
 	}
 	return []any{
-		r.OrganizationID, r.Event.OccurredAt.UTC(), r.ID, r.ReceivedAt.UTC(), r.Event.Action, uint32(r.Event.Version),
-		r.Event.Actor.ID, r.Event.Actor.Type, r.Event.Actor.Name, ids, types, r.Event.Context.Location,
-		metadataText(r.Event.Metadata), string(raw),
+		r.OrganizationID, r.Event.OccurredAt.UTC(), r.ID, r.ReceivedAt.UTC(), retentionDays, r.Event.Action,
+		uint32(r.Event.Version), r.Event.Actor.ID, r.Event.Actor.Type, r.Event.Actor.Name, ids, types,
+		r.Event.Context.Location, r.Event.Context.UserAgent, metadataText(r.Event.Metadata), searchText(&r.Event),
+		string(raw),
 	}, nil
 }
 

@@ -4,13 +4,18 @@ package search
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -25,27 +30,47 @@ const (
 	MaxLimit     = 1000
 )
 
-type pager interface {
-	Page(ctx context.Context, org string, older bool, from *store.Position, limit int) ([]store.Event, error)
+type searcher interface {
+	Search(ctx context.Context, f store.Filter, older bool, from *store.Position, limit int) ([]store.Event, error)
+	Get(ctx context.Context, org, id string) (*store.Event, error)
 }
 
 // API serves the search routes. Safe for concurrent use.
 type API struct {
-	store pager
+	store searcher
 }
 
 // New returns an API reading from s.
-func New(s pager) *API { return &API{store: s} }
+func New(s searcher) *API { return &API{store: s} }
 
 // Register adds the routes to g (which applies authentication).
 func (a *API) Register(g *echo.Group) {
 	g.GET("/audit_logs/events", a.list)
+	g.GET("/audit_logs/events/:id", a.get)
 }
 
-var listParams = []string{"organization_id", "limit", "before", "after", "order"}
+// Filter parameters that may repeat (actions=a&actions=b); each value is an alternative.
+var listFilters = map[string]func(f *store.Filter) *[]string{
+	"actions":     func(f *store.Filter) *[]string { return &f.Actions },
+	"actor_ids":   func(f *store.Filter) *[]string { return &f.ActorIDs },
+	"actor_names": func(f *store.Filter) *[]string { return &f.ActorNames },
+	"actor_types": func(f *store.Filter) *[]string { return &f.ActorTypes },
+	"target_ids":  func(f *store.Filter) *[]string { return &f.TargetIDs },
+	"targets":     func(f *store.Filter) *[]string { return &f.TargetTypes },
+}
+
+var listParams = []string{"organization_id", "limit", "before", "after", "order", "range_start", "range_end", "q"}
+
+// Limits on filter values.
+const (
+	MaxFilterValues   = 100
+	MaxFilterValueLen = 512
+	MaxTextLen        = 200
+)
 
 type listRequest struct {
-	org    string
+	filter store.Filter
+	digest string // identifies the filter in cursors
 	limit  int
 	desc   bool
 	before *cursor
@@ -54,7 +79,23 @@ type listRequest struct {
 
 func parseList(c echo.Context) (*listRequest, error) {
 	q := c.QueryParams()
+	r := &listRequest{limit: DefaultLimit, desc: true}
 	for name, vals := range q {
+		if field, ok := listFilters[name]; ok {
+			if len(vals) > MaxFilterValues {
+				return nil, invalidParam(name, fmt.Sprintf("may be given at most %d times", MaxFilterValues))
+			}
+			for _, v := range vals {
+				if v == "" || len(v) > MaxFilterValueLen || !utf8.ValidString(v) {
+					return nil, invalidParam(name, fmt.Sprintf("values must be 1 to %d bytes of UTF-8", MaxFilterValueLen))
+				}
+				if name == "actions" && strings.Contains(strings.TrimSuffix(v, "*"), "*") {
+					return nil, invalidParam(name, "may use * only at the end, as a prefix match")
+				}
+			}
+			*field(&r.filter) = vals
+			continue
+		}
 		if !slices.Contains(listParams, name) {
 			return nil, invalidParam(name, "is not a known parameter")
 		}
@@ -62,11 +103,11 @@ func parseList(c echo.Context) (*listRequest, error) {
 			return nil, invalidParam(name, "may be given only once")
 		}
 	}
-	r := &listRequest{org: q.Get("organization_id"), limit: DefaultLimit, desc: true}
-	if r.org == "" {
+	r.filter.Org = q.Get("organization_id")
+	if r.filter.Org == "" {
 		return nil, invalidParam("organization_id", "is required")
 	}
-	if !event.ValidOrgID(r.org) {
+	if !event.ValidOrgID(r.filter.Org) {
 		return nil, invalidParam("organization_id", "may contain only letters, digits, '_' and '-'")
 	}
 	if s := q.Get("limit"); s != "" {
@@ -84,16 +125,49 @@ func parseList(c echo.Context) (*listRequest, error) {
 		return nil, invalidParam("order", "must be asc or desc")
 	}
 	var err error
-	if r.before, err = decodeCursor(q.Get("before"), r.org); err != nil {
+	for _, rt := range []struct {
+		name string
+		dst  *time.Time
+	}{{"range_start", &r.filter.Start}, {"range_end", &r.filter.End}} {
+		if s := q.Get(rt.name); s != "" {
+			if *rt.dst, err = time.Parse(time.RFC3339Nano, s); err != nil {
+				return nil, invalidParam(rt.name, "must be an ISO 8601 date-time such as 2026-01-01T00:00:00Z")
+			}
+		}
+	}
+	if !r.filter.Start.IsZero() && !r.filter.End.IsZero() && !r.filter.Start.Before(r.filter.End) {
+		return nil, invalidParam("range_start", "must be before range_end")
+	}
+	if r.filter.Text = q.Get("q"); len(r.filter.Text) > MaxTextLen || !utf8.ValidString(r.filter.Text) {
+		return nil, invalidParam("q", fmt.Sprintf("must be at most %d bytes of UTF-8", MaxTextLen))
+	}
+	r.digest = filterDigest(&r.filter)
+	if r.before, err = decodeCursor(q.Get("before"), r.filter.Org, r.digest); err != nil {
 		return nil, invalidParam("before", err.Error())
 	}
-	if r.after, err = decodeCursor(q.Get("after"), r.org); err != nil {
+	if r.after, err = decodeCursor(q.Get("after"), r.filter.Org, r.digest); err != nil {
 		return nil, invalidParam("after", err.Error())
 	}
 	if r.before != nil && r.after != nil {
 		return nil, invalidParam("before", "cannot be combined with after")
 	}
 	return r, nil
+}
+
+// filterDigest names a filter (its organization aside) so a cursor can only continue the listing
+// it came from.
+func filterDigest(f *store.Filter) string {
+	h := sha256.New()
+	for _, vals := range [][]string{f.Actions, f.ActorIDs, f.ActorNames, f.ActorTypes, f.TargetIDs, f.TargetTypes} {
+		sorted := slices.Sorted(slices.Values(vals))
+		for _, v := range sorted {
+			h.Write([]byte(v))
+			h.Write([]byte{0})
+		}
+		h.Write([]byte{1})
+	}
+	fmt.Fprintf(h, "%d|%d|%s", f.Start.UnixMilli(), f.End.UnixMilli(), f.Text)
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:9])
 }
 
 func invalidParam(name, why string) error {
@@ -116,7 +190,7 @@ func (a *API) list(c echo.Context) error {
 		forward, from = false, r.before
 	}
 	older := forward == r.desc
-	rows, err := a.store.Page(ctx, r.org, older, from.position(), r.limit+1)
+	rows, err := a.store.Search(ctx, r.filter, older, from.position(), r.limit+1)
 	if err != nil {
 		return err
 	}
@@ -132,10 +206,10 @@ func (a *API) list(c echo.Context) error {
 		first, last := rows[0], rows[len(rows)-1]
 		// A page has events before it if we came from there or more lie that way, and likewise after.
 		if (forward && from != nil) || (!forward && more) {
-			before = encodeCursor(r.org, first)
+			before = encodeCursor(r, first)
 		}
 		if (forward && more) || (!forward && from != nil) {
-			after = encodeCursor(r.org, last)
+			after = encodeCursor(r, last)
 		}
 	}
 	data := make([]json.RawMessage, len(rows))
@@ -143,6 +217,31 @@ func (a *API) list(c echo.Context) error {
 		data[i] = EventJSON(e)
 	}
 	return c.JSON(http.StatusOK, wire.NewList(data, before, after))
+}
+
+// get returns one event: GET /audit_logs/events/{id}?organization_id=…
+func (a *API) get(c echo.Context) error {
+	org := c.QueryParam("organization_id")
+	if !event.ValidOrgID(org) {
+		return invalidParam("organization_id", "is required and may contain only letters, digits, '_' and '-'")
+	}
+	for name := range c.QueryParams() {
+		if name != "organization_id" {
+			return invalidParam(name, "is not a known parameter")
+		}
+	}
+	id, err := url.PathUnescape(c.Param("id"))
+	if err != nil || id == "" || len(id) > 64 {
+		return wire.NotFound("Audit Log Event not found.")
+	}
+	e, err := a.store.Get(c.Request().Context(), org, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return wire.NotFound(fmt.Sprintf("Audit Log Event not found: '%s'.", id))
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, EventJSON(*e))
 }
 
 // EventJSON renders a stored event as the API's audit_log_event object: the event as accepted
@@ -165,12 +264,13 @@ func EventJSON(e store.Event) json.RawMessage {
 	return append(out, e.Event[1:]...)
 }
 
-// cursor is the position of an event in an organization's order. It is opaque to clients
-// (base64 of JSON) and names its organization, so it cannot be replayed against another.
+// cursor is the position of an event in a listing. It is opaque to clients (base64 of JSON) and
+// names its organization and filter, so it cannot be replayed against another listing.
 type cursor struct {
-	Org string `json:"o"`
-	At  int64  `json:"t"`
-	ID  string `json:"i"`
+	Org    string `json:"o"`
+	Filter string `json:"f"`
+	At     int64  `json:"t"`
+	ID     string `json:"i"`
 }
 
 func (c *cursor) position() *store.Position {
@@ -180,22 +280,25 @@ func (c *cursor) position() *store.Position {
 	return &store.Position{OccurredAt: time.UnixMilli(c.At).UTC(), ID: c.ID}
 }
 
-func encodeCursor(org string, e store.Event) string {
-	b, _ := json.Marshal(cursor{Org: org, At: e.OccurredAt.UnixMilli(), ID: e.ID})
+func encodeCursor(r *listRequest, e store.Event) string {
+	b, _ := json.Marshal(cursor{Org: r.filter.Org, Filter: r.digest, At: e.OccurredAt.UnixMilli(), ID: e.ID})
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func decodeCursor(s, org string) (*cursor, error) {
+func decodeCursor(s, org, digest string) (*cursor, error) {
 	if s == "" {
 		return nil, nil
 	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
 	var c cursor
+	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil || len(s) > 512 || json.Unmarshal(b, &c) != nil || c.ID == "" {
 		return nil, fmt.Errorf("is not a cursor from this API")
 	}
 	if c.Org != org {
 		return nil, fmt.Errorf("belongs to another organization's listing")
+	}
+	if c.Filter != digest {
+		return nil, fmt.Errorf("belongs to a listing with other filters")
 	}
 	return &c, nil
 }

@@ -377,3 +377,54 @@ func TestRestartKeepsDataAndKey(t *testing.T) {
 	c.waitFor("org_r", 4)
 	assert.Equal(t, 401, b.client(t, "sk_not_the_key_0123456789").list("organization_id=org_r").status)
 }
+
+func TestSearchFiltersAndGetOverHTTP(t *testing.T) {
+	a := startT(t)
+	c := a.client(t, testKey)
+	at := time.Date(2026, 8, 1, 10, 0, 0, 0, time.UTC)
+	post := func(action, actor string, minute int, meta map[string]any) {
+		b, _ := json.Marshal(map[string]any{"organization_id": "org_f", "event": map[string]any{
+			"action": action, "occurred_at": at.Add(time.Duration(minute) * time.Minute).Format(time.RFC3339),
+			"actor":   map[string]any{"id": actor, "type": "user", "name": "Name " + actor},
+			"targets": []any{map[string]any{"id": "inv_" + actor, "type": "invoice"}},
+			"context": map[string]any{"location": "1.1.1.1"}, "metadata": meta}})
+		r := c.do("POST", "/audit_logs/events", b)
+		require.Equal(t, 200, r.status, "%s", r.raw)
+	}
+	post("user.signed_in", "u1", 0, map[string]any{"plan": "Enterprise"})
+	post("user.signed_out", "u1", 1, nil)
+	post("invoice.paid", "u2", 2, nil)
+	post("user.signed_in", "u2", 3, nil)
+	c.waitFor("org_f", 4)
+	actions := func(q string) []string {
+		r := c.list("organization_id=org_f&" + q)
+		require.Equal(t, 200, r.status, "%s", r.raw)
+		var out []string
+		for _, d := range r.body["data"].([]any) {
+			out = append(out, d.(map[string]any)["action"].(string)+"/"+d.(map[string]any)["actor"].(map[string]any)["id"].(string))
+		}
+		return out
+	}
+	assert.Equal(t, []string{"user.signed_in/u2", "user.signed_out/u1", "user.signed_in/u1"}, actions("actions=user.*"))
+	assert.Equal(t, []string{"invoice.paid/u2", "user.signed_out/u1"}, actions("actions=invoice.paid&actions=user.signed_out"))
+	assert.Equal(t, []string{"user.signed_in/u2", "invoice.paid/u2"}, actions("actor_ids=u2"))
+	assert.Equal(t, []string{"user.signed_in/u1"}, actions("q=enterprise"))
+	assert.Equal(t, []string{"invoice.paid/u2", "user.signed_out/u1"}, actions("range_start=2026-08-01T10:01:00Z&range_end=2026-08-01T10:03:00Z"))
+	assert.Equal(t, []string{"user.signed_in/u2"}, actions("targets=invoice&target_ids=inv_u2&actor_names=Name+u2&actor_types=user&actions=user.signed_in"))
+
+	// Paging with a filter keeps the filter.
+	r := c.list("organization_id=org_f&actions=user.*&limit=2")
+	after := r.body["list_metadata"].(map[string]any)["after"].(string)
+	r2 := c.list("organization_id=org_f&actions=user.*&limit=2&after=" + url.QueryEscape(after))
+	require.Equal(t, 200, r2.status, "%s", r2.raw)
+	require.Len(t, r2.body["data"], 1)
+	assert.Nil(t, r2.body["list_metadata"].(map[string]any)["after"])
+
+	// One event by id, scoped to its organization.
+	id := r.body["data"].([]any)[0].(map[string]any)["id"].(string)
+	one := c.do("GET", "/audit_logs/events/"+id+"?organization_id=org_f", nil)
+	require.Equal(t, 200, one.status, "%s", one.raw)
+	assert.Equal(t, id, one.body["id"])
+	assert.Equal(t, 404, c.do("GET", "/audit_logs/events/"+id+"?organization_id=org_other", nil).status)
+	assert.Equal(t, 400, c.do("GET", "/audit_logs/events/"+id, nil).status)
+}

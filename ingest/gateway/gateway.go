@@ -38,9 +38,10 @@ func DefaultConfig() Config {
 // MaxIdempotencyKeyLen caps the Idempotency-Key header.
 const MaxIdempotencyKeyLen = 256
 
-// publisher is the part of JetStream the gateway needs.
+// publisher stores a message in JetStream and returns once it is acknowledged. In production it
+// is a natsx.GroupCommit on the raw stream, so concurrent requests share one disk sync.
 type publisher interface {
-	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+	Publish(ctx context.Context, msg *nats.Msg) error
 }
 
 // schemas is the part of the schema registry the gateway needs.
@@ -59,7 +60,8 @@ type Gateway struct {
 	newID   func(time.Time) string
 }
 
-// New returns a Gateway publishing through pub and validating with reg.
+// New returns a Gateway publishing through pub (a natsx.GroupCommit on the raw stream) and
+// validating with reg.
 func New(pub publisher, reg schemas, cfg Config, log *slog.Logger) *Gateway {
 	entropy := ulid.DefaultEntropy() // monotonic within a millisecond, safe for concurrent use
 	return &Gateway{
@@ -140,7 +142,7 @@ func (gw *Gateway) publish(ctx context.Context, rec *event.Record, msgID string)
 	msg.Header.Set(jetstream.ExpectedStreamHeader, event.StreamRaw)
 	ctx, cancel := context.WithTimeout(ctx, gw.cfg.PublishTimeout)
 	defer cancel()
-	if _, err := gw.pub.PublishMsg(ctx, msg); err != nil {
+	if err := gw.pub.Publish(ctx, msg); err != nil {
 		// Whatever the cause (full stream, NATS away, timeout), the event is not known to be
 		// stored: never answer 2xx. A retry with the same Idempotency-Key is safe.
 		gw.log.Warn("publish failed", "org_id", rec.OrganizationID, "event_id", rec.ID, "err", err)

@@ -22,6 +22,7 @@ import (
 	"github.com/logbookhq/logbook/ingest/gateway"
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
+	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/schema"
 	"github.com/logbookhq/logbook/pkg/store"
@@ -83,6 +84,7 @@ type App struct {
 	reg     *schema.Registry
 	keys    *apikey.Verifier
 	http    *http.Server
+	raw     *natsx.GroupCommit
 	cancel  context.CancelFunc
 	workers sync.WaitGroup
 }
@@ -148,9 +150,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 		}()
 	}
 
+	raw := natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
+	a.raw = raw
 	e := wire.NewServer(log)
 	g := e.Group("", wire.Auth(a.keys))
-	gateway.New(js, a.reg, cfg.Gateway, log.With("service", "ingest")).Register(g)
+	gateway.New(raw, a.reg, cfg.Gateway, log.With("service", "ingest")).Register(g)
 	search.New(a.store).Register(g)
 	return a, a.serve(e, cfg.Addr)
 }
@@ -177,6 +181,9 @@ func (a *App) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		errs = append(errs, a.http.Shutdown(ctx))
 		cancel()
+	}
+	if a.raw != nil {
+		a.raw.Close()
 	}
 	if a.cancel != nil {
 		a.cancel()

@@ -13,6 +13,7 @@ import (
 	"github.com/logbookhq/logbook/ingest/gateway"
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
+	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/schema"
 	"github.com/logbookhq/logbook/pkg/wire"
@@ -56,8 +57,10 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 		return err
 	}
 	defer keys.Close()
+	raw := natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
+	defer raw.Close()
 	e := wire.NewServer(log)
-	gateway.New(js, reg, cfg, log).Register(e.Group("", wire.Auth(keys)))
+	gateway.New(raw, reg, cfg, log).Register(e.Group("", wire.Auth(keys)))
 	log.Info("listening", "addr", addr)
 	return wire.Serve(ctx, e, addr)
 }

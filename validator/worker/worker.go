@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/schema"
 	"github.com/logbookhq/logbook/pkg/validate"
 )
@@ -43,11 +44,12 @@ type schemas interface {
 
 // Worker validates raw events. Run it in as many replicas as needed.
 type Worker struct {
-	js      jetstream.JetStream
-	cons    jetstream.Consumer
-	schemas schemas
-	cfg     Config
-	log     *slog.Logger
+	cons     jetstream.Consumer
+	valid    *natsx.GroupCommit
+	rejected *natsx.GroupCommit
+	schemas  schemas
+	cfg      Config
+	log      *slog.Logger
 }
 
 // New creates (or joins) the durable validator consumer on the raw stream.
@@ -63,11 +65,18 @@ func New(ctx context.Context, js jetstream.JetStream, reg schemas, cfg Config, l
 	if err != nil {
 		return nil, fmt.Errorf("failed to create consumer %s: %w", event.ConsumerValidator, err)
 	}
-	return &Worker{js: js, cons: cons, schemas: reg, cfg: cfg, log: log}, nil
+	return &Worker{
+		cons:     cons,
+		valid:    natsx.NewGroupCommit(js.Conn(), js, event.StreamValid, natsx.DefaultGroupConfig()),
+		rejected: natsx.NewGroupCommit(js.Conn(), js, event.StreamRejected, natsx.DefaultGroupConfig()),
+		schemas:  reg, cfg: cfg, log: log,
+	}, nil
 }
 
 // Run validates until ctx is done. The batch in hand when ctx ends is finished first.
 func (w *Worker) Run(ctx context.Context) error {
+	defer w.valid.Close()
+	defer w.rejected.Close()
 	for ctx.Err() == nil {
 		msgs, err := w.fetch()
 		if err != nil {
@@ -112,55 +121,61 @@ func drain(b jetstream.MessageBatch) ([]jetstream.Msg, error) {
 	return msgs, nil
 }
 
-// outcome is what happens to one raw message.
-type outcome struct {
-	msg    jetstream.Msg
-	out    *nats.Msg              // nil: retry later (nak)
-	future jetstream.PubAckFuture // set once published
-}
-
-// process republishes a batch asynchronously, waits for every acknowledgement, then acks the raw
-// messages whose republish was stored and naks the others for redelivery.
+// process republishes a batch through the group committers (one atomic batch per target stream
+// where possible), then acks the raw messages whose republish was stored and naks the others for
+// redelivery.
 func (w *Worker) process(ctx context.Context, msgs []jetstream.Msg) {
-	outs := make([]outcome, len(msgs))
-	for i, m := range msgs {
-		outs[i] = outcome{msg: m, out: w.decide(ctx, m)}
-		if outs[i].out == nil {
-			continue
-		}
-		f, err := w.js.PublishMsgAsync(outs[i].out)
-		if err != nil {
-			w.log.Warn("republish failed", "subject", outs[i].out.Subject, "err", err)
-			outs[i].out = nil
-			continue
-		}
-		outs[i].future = f
+	type route struct {
+		out  []*nats.Msg
+		from []jetstream.Msg
 	}
-	timeout := time.NewTimer(30 * time.Second)
-	defer timeout.Stop()
-	for _, o := range outs {
-		if o.future == nil {
-			_ = o.msg.NakWithDelay(time.Second)
-			continue
+	var valid, rejected route
+	for _, m := range msgs {
+		out, ok := w.decide(ctx, m)
+		switch {
+		case out == nil:
+			_ = m.NakWithDelay(time.Second)
+		case ok:
+			valid.out, valid.from = append(valid.out, out), append(valid.from, m)
+		default:
+			rejected.out, rejected.from = append(rejected.out, out), append(rejected.from, m)
 		}
-		select {
-		case <-o.future.Ok():
-			if err := o.msg.Ack(); err != nil {
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var rejErrs []error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if len(rejected.out) > 0 {
+			rejErrs = w.rejected.PublishAll(ctx, rejected.out)
+		}
+	}()
+	var validErrs []error
+	if len(valid.out) > 0 {
+		validErrs = w.valid.PublishAll(ctx, valid.out)
+	}
+	<-done
+	settle := func(r route, errs []error) {
+		for i, m := range r.from {
+			if errs[i] != nil {
+				w.log.Warn("republish failed; will retry", "subject", r.out[i].Subject, "err", errs[i])
+				_ = m.NakWithDelay(time.Second)
+				continue
+			}
+			if err := m.Ack(); err != nil {
 				w.log.Warn("ack failed (the message will be redelivered and deduplicated)", "err", err)
 			}
-		case err := <-o.future.Err():
-			w.log.Warn("republish failed", "subject", o.out.Subject, "err", err)
-			_ = o.msg.NakWithDelay(time.Second)
-		case <-timeout.C:
-			w.log.Warn("republish not acknowledged in time", "subject", o.out.Subject)
-			_ = o.msg.NakWithDelay(time.Second)
 		}
 	}
+	settle(valid, validErrs)
+	settle(rejected, rejErrs)
 }
 
-// decide builds the message to publish for m: the same payload to the valid stream, or to the
-// rejected stream with the reason. It returns nil when the decision must wait (schemas unavailable).
-func (w *Worker) decide(ctx context.Context, m jetstream.Msg) *nats.Msg {
+// decide builds the message to publish for m: the same payload to the valid stream (valid true),
+// or to the rejected stream with the reason. It returns nil when the decision must wait (schemas
+// unavailable).
+func (w *Worker) decide(ctx context.Context, m jetstream.Msg) (out *nats.Msg, valid bool) {
 	rec, err := event.Unmarshal(m.Data())
 	if err != nil {
 		// No identity to go by: the raw stream sequence keeps a redelivery from being rejected twice.
@@ -168,29 +183,29 @@ func (w *Worker) decide(ctx context.Context, m jetstream.Msg) *nats.Msg {
 		if meta, merr := m.Metadata(); merr == nil {
 			id = fmt.Sprintf("raw-seq:%d", meta.Sequence.Stream)
 		}
-		return rejected(orgFromSubject(m.Subject()), id, m.Data(), "undecodable record: "+err.Error())
+		return rejected(orgFromSubject(m.Subject()), id, m.Data(), "undecodable record: "+err.Error()), false
 	}
 	if err := validate.CheckRecord(rec); err != nil {
-		return rejected(rec.OrganizationID, rec.MsgID(), m.Data(), err.Error())
+		return rejected(rec.OrganizationID, rec.MsgID(), m.Data(), err.Error()), false
 	}
 	compiled, err := w.schemas.Lookup(ctx, rec.Event.Action, rec.Event.Version)
 	switch {
 	case errors.Is(err, schema.ErrUnknownVersion):
-		return rejected(rec.OrganizationID, rec.MsgID(), m.Data(), err.Error())
+		return rejected(rec.OrganizationID, rec.MsgID(), m.Data(), err.Error()), false
 	case err != nil:
 		w.log.Warn("schema lookup failed; will retry", "event_id", rec.ID, "err", err)
-		return nil
+		return nil, false
 	case compiled != nil:
 		if errs := compiled.Validate(&rec.Event); errs != nil {
 			reason, _ := json.Marshal(errs)
-			return rejected(rec.OrganizationID, rec.MsgID(), m.Data(), "schema violation: "+string(reason))
+			return rejected(rec.OrganizationID, rec.MsgID(), m.Data(), "schema violation: "+string(reason)), false
 		}
 	}
-	out := nats.NewMsg(event.ValidSubject(rec.OrganizationID))
+	out = nats.NewMsg(event.ValidSubject(rec.OrganizationID))
 	out.Data = m.Data()
 	out.Header.Set(jetstream.MsgIDHeader, rec.MsgID())
 	out.Header.Set(jetstream.ExpectedStreamHeader, event.StreamValid)
-	return out
+	return out, true
 }
 
 // MaxReasonLen caps the reject-reason header.

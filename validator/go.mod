@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/logbookhq/logbook/pkg v0.0.0
 	github.com/nats-io/nats.go v1.55.0
+	github.com/stretchr/testify v1.12.1
 )
 
 require (

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -148,7 +149,11 @@ func (w *Writer) flush(ctx, stop context.Context, msgs []jetstream.Msg) {
 	token := batchToken(keep, recs)
 	start := time.Now()
 	backoff := 100 * time.Millisecond
-	lastProgress := time.Now()
+	// Keep JetStream from handing the batch to another writer while an INSERT is running (it may
+	// take up to InsertTimeout, longer than AckWait) or being retried: that writer could group the
+	// messages differently, and a different token would store them twice.
+	stopProgress := keepInProgress(keep, w.cfg.AckWait/3)
+	defer stopProgress()
 	for attempt := 1; ; attempt++ {
 		ictx, cancel := context.WithTimeout(ctx, w.cfg.InsertTimeout)
 		err := w.store.Insert(ictx, token, recs)
@@ -160,15 +165,10 @@ func (w *Writer) flush(ctx, stop context.Context, msgs []jetstream.Msg) {
 		if stop.Err() != nil {
 			return // shutting down: the messages are redelivered to a writer that can store them
 		}
-		if time.Since(lastProgress) > w.cfg.AckWait/3 {
-			for _, m := range keep {
-				_ = m.InProgress() // keep JetStream from handing the batch to another writer meanwhile
-			}
-			lastProgress = time.Now()
-		}
 		sleep(stop, backoff)
 		backoff = min(2*backoff, 10*time.Second)
 	}
+	stopProgress()
 	for _, m := range keep {
 		if err := m.Ack(); err != nil {
 			w.log.Warn("ack failed (the batch will be redelivered and deduplicated)", "err", err)
@@ -211,6 +211,33 @@ func (w *Writer) deadLetter(ctx context.Context, m jetstream.Msg, cause error) {
 	}
 	w.log.Error("undecodable message moved to the rejected stream", "subject", m.Subject(), "err", cause)
 	_ = m.Term()
+}
+
+// keepInProgress tells JetStream every interval that msgs are still being worked on, until the
+// returned function is called (it may be called more than once).
+func keepInProgress(msgs []jetstream.Msg, interval time.Duration) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, m := range msgs {
+					_ = m.InProgress()
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(done) })
+		<-finished
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -6,11 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/logbookhq/logbook/pkg/chdb"
+	"github.com/logbookhq/logbook/pkg/failpoint"
 )
 
 // Embedded is the DB implementation on the ClickHouse engine running in this process (chDB).
@@ -70,6 +72,7 @@ func (e *Embedded) Insert(ctx context.Context, table string, columns []string, s
 	b.WriteString(" FORMAT JSONCompactEachRow\n")
 	enc := json.NewEncoder(&b)
 	vals := make([]any, 0, len(columns))
+	poison := failpoint.Value("store-poison-action") // fault tests: make the engine refuse such rows
 	for _, r := range rows {
 		vals = vals[:0]
 		for _, v := range r {
@@ -77,6 +80,9 @@ func (e *Embedded) Insert(ctx context.Context, table string, columns []string, s
 				v = t.UTC().Format("2006-01-02 15:04:05.000")
 			}
 			vals = append(vals, v)
+		}
+		if poison != "" && slices.Contains(r, any(poison)) {
+			vals[slices.Index(columns, "occurred_at")] = "not a time"
 		}
 		if err := enc.Encode(vals); err != nil {
 			return fmt.Errorf("failed to encode row: %w", err)

@@ -2,22 +2,35 @@
 // replicas share, gathers events into batches by size and time, stores each batch with one INSERT,
 // and acknowledges the batch's messages only after the INSERT succeeded. A failed INSERT is retried
 // with backoff, never dropped; while it retries, the messages are kept from redelivery.
+//
+// Exactly once, across crashes: each batch is recorded in a shared ledger (a JetStream key-value
+// bucket) before its INSERT and again after it, with the stream sequences it holds; its INSERT
+// deduplication token is derived from those sequences. A writer receiving a redelivered message
+// looks it up in the ledger: a batch recorded as stored is only acked; a batch recorded before its
+// INSERT is rebuilt from the stream and inserted again under the same token, which ClickHouse skips
+// if the first INSERT had landed. So a writer killed at any point loses nothing and doubles nothing.
 package batcher
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/failpoint"
+	"github.com/logbookhq/logbook/pkg/store"
 )
 
 // Config tunes the writer.
@@ -55,15 +68,19 @@ func (c Config) Validate() error {
 
 type inserter interface {
 	Insert(ctx context.Context, token string, recs []*event.Record) error
+	StoredIDs(ctx context.Context, recs []*event.Record) (map[string]bool, error)
 }
 
 // Writer stores validated events. Run it in as many replicas as needed.
 type Writer struct {
-	js    jetstream.JetStream
-	cons  jetstream.Consumer
-	store inserter
-	cfg   Config
-	log   *slog.Logger
+	js          jetstream.JetStream
+	cons        jetstream.Consumer
+	store       inserter
+	ledger      *ledger
+	cfg         Config
+	log         *slog.Logger
+	id          string // names this writer in batch records, for operators
+	streamEpoch int64  // the valid stream's creation time, part of every token
 }
 
 // New creates (or joins) the durable writer consumer on the valid stream.
@@ -82,11 +99,25 @@ func New(ctx context.Context, js jetstream.JetStream, store inserter, cfg Config
 	if err != nil {
 		return nil, fmt.Errorf("failed to create consumer %s: %w", event.ConsumerWriter, err)
 	}
-	return &Writer{js: js, cons: cons, store: store, cfg: cfg, log: log}, nil
+	info, err := js.Stream(ctx, event.StreamValid)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open stream %s: %w", event.StreamValid, err)
+	}
+	led, err := openLedger(ctx, js, info.CachedInfo().Config.Replicas, log)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	return &Writer{
+		js: js, cons: cons, store: store, ledger: led, cfg: cfg, log: log,
+		id:          fmt.Sprintf("%s/%d/%s", host, os.Getpid(), nuid.Next()),
+		streamEpoch: info.CachedInfo().Created.Unix(),
+	}, nil
 }
 
 // Run writes until ctx is done; the batch in hand is flushed before it returns.
 func (w *Writer) Run(ctx context.Context) error {
+	defer w.ledger.close()
 	for ctx.Err() == nil {
 		msgs := w.collect(ctx)
 		if len(msgs) > 0 {
@@ -128,74 +159,254 @@ func (w *Writer) collect(ctx context.Context) []jetstream.Msg {
 	return msgs
 }
 
-// flush stores msgs with one INSERT, retrying until it succeeds (or stop ends and the messages are
-// left to redelivery), then acks them. Undecodable messages, which the validator never passes on,
-// are moved to the rejected stream instead of blocking the batch.
+// flush stores msgs. Redelivered messages that belong to a batch some writer recorded are settled
+// with that batch: acked if it is stored, or after inserting it again, identically, if it may not
+// be. The rest form a new batch.
 func (w *Writer) flush(ctx, stop context.Context, msgs []jetstream.Msg) {
-	recs := make([]*event.Record, 0, len(msgs))
-	keep := msgs[:0:0]
+	var fresh []jetstream.Msg
+	held := map[*batchRecord][]jetstream.Msg{}
 	for _, m := range msgs {
+		if meta, err := m.Metadata(); err == nil && meta.NumDelivered > 1 {
+			if r := w.ledger.covering(meta.Sequence.Stream); r != nil {
+				held[r] = append(held[r], m)
+				continue
+			}
+		}
+		fresh = append(fresh, m)
+	}
+	for r, ms := range held {
+		if r.State != stateAfter && !w.redrive(ctx, stop, r, ms) {
+			return
+		}
+		ackAll(w.log, ms)
+	}
+	if len(fresh) > 0 {
+		w.storeBatch(ctx, stop, fresh)
+	}
+}
+
+// storeBatch records msgs as a batch, inserts it under a token derived from its stream sequences,
+// records it as stored and acks it. Undecodable messages, which the validator never passes on, go
+// to the rejected stream instead of blocking the batch.
+func (w *Writer) storeBatch(ctx, stop context.Context, msgs []jetstream.Msg) {
+	type item struct {
+		seq uint64
+		msg jetstream.Msg
+		rec *event.Record
+	}
+	items := make([]item, 0, len(msgs))
+	for _, m := range msgs {
+		meta, err := m.Metadata()
+		if err != nil {
+			w.log.Error("message without metadata; leaving it for redelivery", "err", err)
+			continue
+		}
 		rec, err := event.Unmarshal(m.Data())
 		if err != nil {
 			w.deadLetter(ctx, m, err)
 			continue
 		}
-		recs = append(recs, rec)
-		keep = append(keep, m)
+		items = append(items, item{meta.Sequence.Stream, m, rec})
 	}
-	if len(recs) == 0 {
+	if len(items) == 0 {
 		return
 	}
-	token := batchToken(keep, recs)
-	start := time.Now()
-	backoff := 100 * time.Millisecond
-	// Keep JetStream from handing the batch to another writer while an INSERT is running (it may
-	// take up to InsertTimeout, longer than AckWait) or being retried: that writer could group the
-	// messages differently, and a different token would store them twice.
+	slices.SortFunc(items, func(a, b item) int { return cmp.Compare(a.seq, b.seq) })
+	seqs, recs, keep := make([]uint64, len(items)), make([]*event.Record, len(items)), make([]jetstream.Msg, len(items))
+	for i, it := range items {
+		seqs[i], recs[i], keep[i] = it.seq, it.rec, it.msg
+	}
+	// Keep JetStream from handing the batch to another writer while it is recorded, inserted (an
+	// INSERT may take longer than AckWait) or retried.
 	stopProgress := keepInProgress(keep, w.cfg.AckWait/3)
 	defer stopProgress()
-	for attempt := 1; ; attempt++ {
+	runs := runsOf(seqs)
+	r := &batchRecord{Token: w.batchToken(runs), Runs: runs, State: stateBefore, Writer: w.id}
+	start := time.Now()
+	if !w.retry(stop, "record batch", func() error { return w.ledger.put(ctx, r) }) {
+		return
+	}
+	failpoint.Inject("writer-after-record")
+	if !w.insert(ctx, stop, r.Token, recs) {
+		return
+	}
+	failpoint.Inject("writer-after-insert")
+	after := *r
+	after.State = stateAfter
+	if err := w.ledger.put(ctx, &after); err != nil {
+		// Harmless: should the acks below be lost too, a redelivery finds the batch recorded as
+		// "before" and inserts it again under the same token, which ClickHouse skips.
+		w.log.Warn("could not record batch as stored", "token", r.Token, "err", err)
+	}
+	failpoint.Inject("writer-before-ack")
+	stopProgress()
+	ackAll(w.log, keep)
+	w.log.Debug("batch stored", "batch_size", len(recs), "token", r.Token, "duration", time.Since(start))
+}
+
+// redrive inserts a recorded batch again, rebuilt from its stream sequences in the same order and
+// under the same token, so ClickHouse stores it exactly once whether or not the first INSERT landed.
+func (w *Writer) redrive(ctx, stop context.Context, r *batchRecord, held []jetstream.Msg) bool {
+	stopProgress := keepInProgress(held, w.cfg.AckWait/3)
+	defer stopProgress()
+	var recs []*event.Record
+	if !w.retry(stop, "re-read batch", func() (err error) {
+		recs, err = w.readBatch(ctx, r)
+		return err
+	}) {
+		return false
+	}
+	w.log.Warn("re-driving a batch another writer recorded but did not finish", "token", r.Token,
+		"batch_size", len(recs), "writer_id", r.Writer)
+	if !w.insert(ctx, stop, r.Token, recs) {
+		return false
+	}
+	after := *r
+	after.State = stateAfter
+	if err := w.ledger.put(ctx, &after); err != nil {
+		w.log.Warn("could not record batch as stored", "token", r.Token, "err", err)
+	}
+	return true
+}
+
+// readBatch reads r's messages from the valid stream, in sequence order.
+func (w *Writer) readBatch(ctx context.Context, r *batchRecord) ([]*event.Record, error) {
+	c, err := w.js.OrderedConsumer(ctx, event.StreamValid, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: r.first(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to read batch %s: %w", r.Token, err)
+	}
+	var recs []*event.Record
+	for seq := r.first(); seq <= r.last(); {
+		batch, err := c.Fetch(int(min(r.last()-seq+1, 1000)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("failed to read batch %s: %w", r.Token, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				return nil, fmt.Errorf("failed to read batch %s: %w", r.Token, err)
+			}
+			seq = meta.Sequence.Stream + 1
+			if meta.Sequence.Stream > r.last() || !r.contains(meta.Sequence.Stream) {
+				continue
+			}
+			rec, err := event.Unmarshal(m.Data())
+			if err != nil {
+				continue // dead-lettered when the batch was first built, so never part of it
+			}
+			recs = append(recs, rec)
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("failed to read batch %s: stream ended at %d before %d", r.Token, seq, r.last())
+		}
+	}
+	return recs, nil
+}
+
+// insert stores recs under token, retrying until it succeeds or stop ends (false: the messages are
+// left to redelivery). Rows ClickHouse refuses as data are isolated so they cannot block the rest.
+func (w *Writer) insert(ctx, stop context.Context, token string, recs []*event.Record) bool {
+	return w.retry(stop, "insert", func() error {
 		ictx, cancel := context.WithTimeout(ctx, w.cfg.InsertTimeout)
+		defer cancel()
 		err := w.store.Insert(ictx, token, recs)
+		if err != nil && store.IsDataError(err) && len(recs) > 0 {
+			w.log.Error("clickhouse refused the batch's data; inserting its rows one by one", "token", token, "err", err)
+			return w.insertEach(ctx, token, recs)
+		}
+		return err
+	})
+}
+
+// insertEach inserts the rows not yet stored one at a time, each under its own token derived from
+// the batch's, and sends a row ClickHouse refuses to the rejected stream with the reason.
+func (w *Writer) insertEach(ctx context.Context, token string, recs []*event.Record) error {
+	stored, err := w.store.StoredIDs(ctx, recs)
+	if err != nil {
+		return err
+	}
+	for i, rec := range recs {
+		if stored[rec.ID] {
+			continue
+		}
+		ictx, cancel := context.WithTimeout(ctx, w.cfg.InsertTimeout)
+		err := w.store.Insert(ictx, fmt.Sprintf("%s:%d", token, i), []*event.Record{rec})
 		cancel()
 		if err == nil {
-			break
+			continue
 		}
-		w.log.Error("insert failed; retrying", "batch_size", len(recs), "token", token, "attempt", attempt, "err", err)
+		if !store.IsDataError(err) {
+			return err
+		}
+		if err := w.rejectRow(ctx, rec, err); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *Writer) rejectRow(ctx context.Context, rec *event.Record, cause error) error {
+	data, err := rec.Marshal()
+	if err != nil {
+		return err
+	}
+	out := nats.NewMsg(event.RejectedSubject(rec.OrganizationID))
+	out.Data = data
+	out.Header.Set(event.HeaderRejectReason, truncate("clickhouse refused the row: "+cause.Error(), 2048))
+	out.Header.Set(jetstream.MsgIDHeader, "writer:"+rec.MsgID())
+	if _, err := w.js.PublishMsg(ctx, out); err != nil {
+		return fmt.Errorf("failed to dead-letter event %s: %w", rec.ID, err)
+	}
+	w.log.Error("event refused by clickhouse moved to the rejected stream", "event_id", rec.ID, "org_id", rec.OrganizationID, "err", cause)
+	return nil
+}
+
+// retry runs op until it succeeds, backing off up to 10 s; false when stop ended first.
+func (w *Writer) retry(stop context.Context, what string, op func() error) bool {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := op()
+		if err == nil {
+			return true
+		}
+		w.log.Error(what+" failed; retrying", "attempt", attempt, "err", err)
 		if stop.Err() != nil {
-			return // shutting down: the messages are redelivered to a writer that can store them
+			return false // shutting down: the messages are redelivered to a writer that can go on
 		}
 		sleep(stop, backoff)
 		backoff = min(2*backoff, 10*time.Second)
 	}
-	stopProgress()
-	for _, m := range keep {
-		if err := m.Ack(); err != nil {
-			w.log.Warn("ack failed (the batch will be redelivered and deduplicated)", "err", err)
-		}
-	}
-	w.log.Debug("batch stored", "batch_size", len(recs), "token", token, "duration", time.Since(start))
 }
 
-// batchToken derives the INSERT deduplication token from the batch's identity: its stream sequence
-// range and a digest of its event ids. The same batch re-inserted gets the same token (and is
-// skipped by ClickHouse); a different batch can never share a token, so dedup can never drop data.
-func batchToken(msgs []jetstream.Msg, recs []*event.Record) string {
-	var first, last uint64
-	if meta, err := msgs[0].Metadata(); err == nil {
-		first = meta.Sequence.Stream
+func ackAll(log *slog.Logger, msgs []jetstream.Msg) {
+	for _, m := range msgs {
+		if err := m.Ack(); err != nil {
+			log.Warn("ack failed (the message will be redelivered and settled from the ledger)", "err", err)
+		}
 	}
-	if meta, err := msgs[len(msgs)-1].Metadata(); err == nil {
-		last = meta.Sequence.Stream
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
+	return s[:n]
+}
+
+// batchToken derives the INSERT deduplication token from the batch's identity: the valid stream
+// (its creation time, so a recreated stream never reuses tokens) and the batch's sequences. The
+// same batch inserted again gets the same token and ClickHouse skips it; two different batches can
+// never share a token, so dedup can never drop data.
+func (w *Writer) batchToken(runs [][2]uint64) string {
 	h := sha256.New()
-	for _, r := range recs {
-		h.Write([]byte(r.OrganizationID))
-		h.Write([]byte{0})
-		h.Write([]byte(r.ID))
-		h.Write([]byte{0})
+	for _, r := range runs {
+		fmt.Fprintf(h, "%d-%d,", r[0], r[1])
 	}
-	return fmt.Sprintf("valid:%d-%d:%s", first, last, hex.EncodeToString(h.Sum(nil)[:12]))
+	return fmt.Sprintf("valid:%d:%d-%d:%s", w.streamEpoch, runs[0][0], runs[len(runs)-1][1], hex.EncodeToString(h.Sum(nil)[:12]))
 }
 
 func (w *Writer) deadLetter(ctx context.Context, m jetstream.Msg, cause error) {

@@ -112,6 +112,10 @@ type recordingStore struct {
 	finished atomic.Int32 // calls that have returned
 }
 
+func (s *recordingStore) StoredIDs(ctx context.Context, recs []*event.Record) (map[string]bool, error) {
+	return s.real.StoredIDs(ctx, recs)
+}
+
 func (s *recordingStore) Insert(ctx context.Context, token string, recs []*event.Record) error {
 	s.mu.Lock()
 	n := len(s.calls) + 1
@@ -156,6 +160,7 @@ func (s *recordingStore) snapshot() []insertCall {
 // startWriter runs a writer until the test ends, checking that Run returns once cancelled.
 func startWriter(t *testing.T, js jetstream.JetStream, st interface {
 	Insert(context.Context, string, []*event.Record) error
+	StoredIDs(context.Context, []*event.Record) (map[string]bool, error)
 }, cfg batcher.Config) context.CancelFunc {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,0 +1,180 @@
+package batcher
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/natstest"
+	"github.com/logbookhq/logbook/pkg/store"
+	"github.com/logbookhq/logbook/pkg/storetest"
+)
+
+type countingStore struct {
+	*store.Store
+	inserts atomic.Int32
+}
+
+func (c *countingStore) Insert(ctx context.Context, token string, recs []*event.Record) error {
+	c.inserts.Add(1)
+	return c.Store.Insert(ctx, token, recs)
+}
+
+// A writer that dies at any point of its batch protocol leaves the ledger in one of three states;
+// the writer that receives the redelivered messages must then store every event exactly once.
+func TestRedeliveredBatchIsSettledFromTheLedger(t *testing.T) {
+	tests := []struct {
+		name          string
+		inserted      bool // the dead writer's INSERT landed
+		recordedAfter bool // ... and it recorded the batch as stored
+		wantInserts   bool // the new writer must INSERT (the re-drive)
+	}{
+		{"died after recording, before inserting", false, false, true},
+		{"died after inserting, before recording it", true, false, true},
+		{"died after recording it stored, before acking", true, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			_, js := natstest.New(t)
+			st := &countingStore{Store: storetest.Shared(t)}
+			org := storetest.NewOrg(t)
+			const n = 40
+			base := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
+			for i := 0; i < n; i++ {
+				r := &event.Record{ID: fmt.Sprintf("01LEDGER%018d", i), OrganizationID: org, ReceivedAt: base,
+					Event: event.Event{Action: "a.b", OccurredAt: base.Add(time.Duration(i) * time.Minute),
+						Actor: event.Entity{ID: "u", Type: "user"}, Targets: []event.Entity{}, Context: event.Context{Location: "x"}}}
+				data, err := r.Marshal()
+				require.NoError(t, err)
+				m := nats.NewMsg(event.ValidSubject(org))
+				m.Data = data
+				m.Header.Set(jetstream.MsgIDHeader, r.MsgID())
+				_, err = js.PublishMsg(ctx, m)
+				require.NoError(t, err)
+			}
+			cfg := DefaultConfig()
+			cfg.MaxWait, cfg.AckWait = 50*time.Millisecond, time.Second
+			log := slog.New(slog.DiscardHandler)
+
+			// The writer that dies: it takes the messages, runs part of the protocol, never acks.
+			dead, err := New(ctx, js, st, cfg, log)
+			require.NoError(t, err)
+			batch, err := dead.cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
+			require.NoError(t, err)
+			var seqs []uint64
+			var recs []*event.Record
+			for m := range batch.Messages() {
+				meta, err := m.Metadata()
+				require.NoError(t, err)
+				rec, err := event.Unmarshal(m.Data())
+				require.NoError(t, err)
+				seqs, recs = append(seqs, meta.Sequence.Stream), append(recs, rec)
+			}
+			require.Len(t, seqs, n)
+			require.True(t, slices.IsSorted(seqs))
+			r := &batchRecord{Token: dead.batchToken(runsOf(seqs)), Runs: runsOf(seqs), State: stateBefore, Writer: "dead"}
+			require.NoError(t, dead.ledger.put(ctx, r))
+			if tt.inserted {
+				require.NoError(t, st.Store.Insert(ctx, r.Token, recs))
+			}
+			if tt.recordedAfter {
+				after := *r
+				after.State = stateAfter
+				require.NoError(t, dead.ledger.put(ctx, &after))
+			}
+			dead.ledger.close()
+
+			// The writer that takes over once JetStream redelivers (after AckWait).
+			next, err := New(ctx, js, st, cfg, log)
+			require.NoError(t, err)
+			rctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- next.Run(rctx) }()
+			defer func() { cancel(); <-done }()
+
+			require.Eventually(t, func() bool {
+				info, err := next.cons.Info(ctx)
+				return err == nil && info.NumAckPending == 0 && info.NumPending == 0
+			}, 20*time.Second, 50*time.Millisecond, "the redelivered batch was never settled")
+			total, distinct, err := st.Count(ctx, org)
+			require.NoError(t, err)
+			assert.Equal(t, uint64(n), total, "every event stored exactly once")
+			assert.Equal(t, uint64(n), distinct)
+			assert.Equal(t, tt.wantInserts, st.inserts.Load() > 0)
+			next.ledger.mu.RLock()
+			assert.Equal(t, stateAfter, next.ledger.recs[recordKey(r)].State)
+			next.ledger.mu.RUnlock()
+		})
+	}
+}
+
+// A row ClickHouse refuses as data is moved to the rejected stream with the reason; the rest of
+// its batch is stored once. The refusal is real: a failpoint, read when the process starts, makes
+// the embedded engine's row encoding corrupt one row, so the child test process does the work.
+func TestRefusedRowDoesNotBlockItsBatch(t *testing.T) {
+	if os.Getenv("BATCHER_POISON_CHILD") != "1" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestRefusedRowDoesNotBlockItsBatch$", "-test.v")
+		cmd.Env = append(os.Environ(), "BATCHER_POISON_CHILD=1", "LOGBOOK_FAILPOINTS=store-poison-action=value:test.poison")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		require.Contains(t, string(out), "--- PASS: TestRefusedRowDoesNotBlockItsBatch")
+		return
+	}
+	ctx := context.Background()
+	_, js := natstest.New(t)
+	st := &countingStore{Store: storetest.Shared(t)}
+	org := storetest.NewOrg(t)
+	base := time.Date(2026, 9, 2, 0, 0, 0, 0, time.UTC)
+	for i := 0; i < 10; i++ {
+		action := "a.b"
+		if i == 4 {
+			action = "test.poison"
+		}
+		r := &event.Record{ID: fmt.Sprintf("01POISON%018d", i), OrganizationID: org, ReceivedAt: base,
+			Event: event.Event{Action: action, OccurredAt: base.Add(time.Duration(i) * time.Second),
+				Actor: event.Entity{ID: "u", Type: "user"}, Targets: []event.Entity{}, Context: event.Context{Location: "x"}}}
+		data, err := r.Marshal()
+		require.NoError(t, err)
+		m := nats.NewMsg(event.ValidSubject(org))
+		m.Data = data
+		_, err = js.PublishMsg(ctx, m)
+		require.NoError(t, err)
+	}
+	cfg := DefaultConfig()
+	cfg.MaxWait = 200 * time.Millisecond
+	w, err := New(ctx, js, st, cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	require.Eventually(t, func() bool {
+		info, err := w.cons.Info(ctx)
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
+	}, 20*time.Second, 50*time.Millisecond)
+	total, distinct, err := st.Count(ctx, org)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(9), total)
+	assert.Equal(t, uint64(9), distinct)
+	rej, err := js.Stream(ctx, event.StreamRejected)
+	require.NoError(t, err)
+	msg, err := rej.GetLastMsgForSubject(ctx, event.RejectedSubject(org))
+	require.NoError(t, err)
+	assert.Contains(t, msg.Header.Get(event.HeaderRejectReason), "clickhouse refused the row")
+	rec, err := event.Unmarshal(msg.Data)
+	require.NoError(t, err)
+	assert.Equal(t, "test.poison", rec.Event.Action)
+}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -16,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/logbookhq/logbook/ingest/idempotency"
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/schema"
 	"github.com/logbookhq/logbook/pkg/validate"
@@ -44,21 +44,36 @@ type publisher interface {
 	Publish(ctx context.Context, msg *nats.Msg) error
 }
 
-// schemas is the part of the schema registry the gateway needs.
+// schemas is the part of the schema registry the gateway needs: a *schema.Registry.
 type schemas interface {
-	Lookup(ctx context.Context, action string, version int) (*schema.Compiled, error)
-	Create(ctx context.Context, action string, d schema.Definition) (*schema.Schema, error)
+	schema.Source
+	schema.OrgSource
+	CreateFor(ctx context.Context, org, action string, d schema.Definition) (*schema.Schema, error)
+	Versions(org, action string) []schema.Schema
+	Actions() []string
+}
+
+// keys remembers Idempotency-Keys: an *idempotency.Store.
+type keys interface {
+	Claim(ctx context.Context, key string, rec idempotency.Record) (*idempotency.Record, error)
+	Done(ctx context.Context, key string, rec idempotency.Record) error
 }
 
 // Gateway serves the ingest routes. Safe for concurrent use.
 type Gateway struct {
 	pub     publisher
 	schemas schemas
+	keys    keys
 	cfg     Config
 	log     *slog.Logger
 	now     func() time.Time
 	newID   func(time.Time) string
 }
+
+// UseIdempotency makes the gateway remember Idempotency-Keys in k for 24 hours: a repeat is
+// answered without publishing, a reused key with another body gets 409 idempotency_error. Without
+// it, a repeat is collapsed only within JetStream's duplicate window.
+func (gw *Gateway) UseIdempotency(k keys) { gw.keys = k }
 
 // New returns a Gateway publishing through pub (a natsx.GroupCommit on the raw stream) and
 // validating with reg.
@@ -73,7 +88,7 @@ func New(pub publisher, reg schemas, cfg Config, log *slog.Logger) *Gateway {
 // Register adds the gateway's routes to g (which applies authentication).
 func (gw *Gateway) Register(g *echo.Group) {
 	g.POST("/audit_logs/events", gw.createEvent)
-	g.POST("/audit_logs/actions/:action/schemas", gw.createSchema)
+	gw.registerSchemas(g)
 }
 
 type createEventResponse struct {
@@ -96,7 +111,7 @@ func (gw *Gateway) createEvent(c echo.Context) error {
 			fmt.Sprintf("The Idempotency-Key header must be at most %d characters.", MaxIdempotencyKeyLen), nil)
 	}
 	ctx := c.Request().Context()
-	if err := gw.checkSchema(ctx, &req.Event); err != nil {
+	if err := gw.checkSchema(ctx, req.OrganizationID, &req.Event); err != nil {
 		return err
 	}
 	rec := &event.Record{
@@ -105,16 +120,58 @@ func (gw *Gateway) createEvent(c echo.Context) error {
 		Event:          req.Event,
 	}
 	rec.ID = gw.newID(now)
+	if key != "" && gw.keys != nil {
+		return gw.createOnce(c, rec, key)
+	}
 	if err := gw.publish(ctx, rec, event.RawMsgID(rec.OrganizationID, key, rec.ID)); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, createEventResponse{Success: true})
 }
 
-// checkSchema answers a schema violation in the response, as WorkOS does. The validator worker
-// applies the same check again before anything is stored.
-func (gw *Gateway) checkSchema(ctx context.Context, ev *event.Event) error {
-	compiled, err := gw.schemas.Lookup(ctx, ev.Action, ev.Version)
+// createOnce publishes rec under an Idempotency-Key: it claims the key first (so of two concurrent
+// requests with different bodies only one can win), publishes, then marks the key done. A repeat of
+// a done key is answered 200 without publishing; a repeat of a pending one (the first attempt still
+// running, or dead) publishes the first attempt's record again, which every hop deduplicates.
+func (gw *Gateway) createOnce(c echo.Context, rec *event.Record, key string) error {
+	ctx := c.Request().Context()
+	digest, err := idempotency.Digest(rec.OrganizationID, &rec.Event)
+	if err != nil {
+		return err
+	}
+	k := idempotency.Key(rec.OrganizationID, key)
+	claim := idempotency.Record{Digest: digest, EventID: rec.ID, ReceivedAtMs: rec.ReceivedAt.UnixMilli()}
+	existing, err := gw.keys.Claim(ctx, k, claim)
+	if err != nil {
+		gw.log.Warn("idempotency claim failed", "org_id", rec.OrganizationID, "err", err)
+		return wire.Unavailable("The event could not be stored right now; retry shortly.", 1)
+	}
+	if existing != nil {
+		if existing.Digest != digest {
+			return wire.Conflict("idempotency_error",
+				"This Idempotency-Key was already used with a different request body in the last 24 hours.")
+		}
+		if existing.State == idempotency.Done {
+			return c.JSON(http.StatusOK, createEventResponse{Success: true})
+		}
+		claim = *existing
+		rec.ID, rec.ReceivedAt = existing.EventID, time.UnixMilli(existing.ReceivedAtMs).UTC()
+	}
+	if err := gw.publish(ctx, rec, event.RawMsgID(rec.OrganizationID, key, rec.ID)); err != nil {
+		return err
+	}
+	if err := gw.keys.Done(ctx, k, claim); err != nil {
+		// The event is stored; a later repeat republishes the same record, which is deduplicated.
+		gw.log.Warn("idempotency record not marked done", "org_id", rec.OrganizationID, "event_id", rec.ID, "err", err)
+	}
+	return c.JSON(http.StatusOK, createEventResponse{Success: true})
+}
+
+// checkSchema answers a schema violation in the response, as WorkOS does: the organization's own
+// schema for the action when it has one, else the environment's. The validator worker applies the
+// same check again before anything is stored.
+func (gw *Gateway) checkSchema(ctx context.Context, org string, ev *event.Event) error {
+	compiled, err := schema.Resolve(ctx, gw.schemas, org, ev.Action, ev.Version)
 	if errors.Is(err, schema.ErrUnknownVersion) {
 		return wire.BadRequest("invalid_audit_log_event", "Invalid Audit Log event.",
 			[]schema.InstanceError{{InstancePath: "/version", Message: err.Error()}})
@@ -149,44 +206,6 @@ func (gw *Gateway) publish(ctx context.Context, rec *event.Record, msgID string)
 		return wire.Unavailable("The event could not be stored right now; retry shortly.", 1)
 	}
 	return nil
-}
-
-func (gw *Gateway) createSchema(c echo.Context) error {
-	action, err := url.PathUnescape(c.Param("action"))
-	if err != nil || !validate.ValidAction(action) {
-		return wire.Unprocessable("invalid_action", "The action name must be dot-separated words of letters, digits, '_' and '-'.",
-			[]validate.FieldError{{Field: "action", Code: "action must be dot-separated words of letters, digits, '_' and '-'"}})
-	}
-	body, err := wire.ReadBody(c, schema.MaxDefinitionBytes)
-	if err != nil {
-		return err
-	}
-	def, err := schema.ParseDefinition(body)
-	if err != nil {
-		return wire.Unprocessable("invalid_schema", err.Error(), []validate.FieldError{{Field: "schema", Code: err.Error()}})
-	}
-	s, err := gw.schemas.Create(c.Request().Context(), action, def)
-	if err != nil {
-		return fmt.Errorf("failed to create schema for %s: %w", action, err)
-	}
-	return c.JSON(http.StatusCreated, SchemaJSON(s))
-}
-
-// SchemaJSON is the audit_log_schema object of the WorkOS API.
-func SchemaJSON(s *schema.Schema) map[string]any {
-	out := map[string]any{
-		"object":     "audit_log_schema",
-		"version":    s.Version,
-		"targets":    s.Targets,
-		"created_at": event.FormatTime(s.CreatedAt),
-	}
-	if s.Actor != nil {
-		out["actor"] = s.Actor
-	}
-	if len(s.Metadata) > 0 {
-		out["metadata"] = s.Metadata
-	}
-	return out
 }
 
 // requestError maps a create-event parse error to the WorkOS envelope.

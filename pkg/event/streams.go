@@ -23,6 +23,17 @@ const (
 	BucketSchemas = "logbook_schemas"
 	// BucketAPIKeys is the key-value bucket holding API key hashes.
 	BucketAPIKeys = "logbook_api_keys"
+	// BucketIdempotency is the key-value bucket remembering Idempotency-Keys for 24 hours.
+	BucketIdempotency = "logbook_idempotency"
+	// BucketRetention is the key-value bucket holding each organization's retention setting.
+	BucketRetention = "logbook_retention"
+	// BucketExports is the key-value bucket holding export jobs and their state.
+	BucketExports = "logbook_exports"
+	// BucketSecrets is the key-value bucket holding secrets Logbook generates for itself (the key
+	// that signs export download links).
+	BucketSecrets = "logbook_secrets"
+	// ObjectsExports is the object store holding finished export files (CSV).
+	ObjectsExports = "logbook_exports"
 
 	// HeaderRejectReason carries why the validator refused an event (on StreamRejected messages).
 	HeaderRejectReason = "Logbook-Reject-Reason"

@@ -31,16 +31,16 @@ func DefaultGroupConfig() GroupConfig {
 	return GroupConfig{MaxMsgs: 1000, MaxBytes: 8 << 20, MaxInFlight: 2, Timeout: 10 * time.Second}
 }
 
-// errCodeBatchDuplicate is JetStream's "atomic publish batch contains duplicate message id".
-const errCodeBatchDuplicate = 10201
 
 // GroupCommit publishes messages to one stream in JetStream atomic batches, so that messages
 // published concurrently share one disk sync (group commit). With sync always, a batch of 1000
 // costs about what one message does. Each caller returns once its own message is stored (or not).
 //
-// A batch holding a message id the stream has already seen is refused whole by JetStream; such a
-// batch is published again message by message, where a duplicate is acknowledged as one. Safe for
-// concurrent use.
+// A batch holding a message JetStream refuses (an id the stream has already seen, a failed
+// expected-last-sequence condition such as a key-value Create on an existing key) is refused whole;
+// such a batch is published again message by message, where a duplicate is acknowledged as one and
+// only the offending message fails. Works on any stream with AllowAtomicPublish, including a
+// key-value bucket's (subjects $KV.<bucket>.<key>). Safe for concurrent use.
 type GroupCommit struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -198,7 +198,10 @@ func (g *GroupCommit) send(batch []*pending) {
 	}
 	err := g.commit(unique)
 	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeBatchDuplicate {
+	if errors.As(err, &apiErr) {
+		// JetStream refuses a batch whole when one message breaks a condition (an id already
+		// stored, an expected last sequence that does not hold, a full stream): publish each
+		// message on its own so every caller gets its own answer.
 		g.sendEach(unique, finish)
 		return
 	}

@@ -116,3 +116,51 @@ func TestGroupCommitReportsAFullStream(t *testing.T) {
 	ids, _ := storedIDs(t, js)
 	assert.Equal(t, 60-failed, len(ids), "exactly the acknowledged messages are stored")
 }
+
+// A key-value bucket's stream takes group-committed writes: a put, a create (expected last
+// subject sequence 0) that holds, and one that fails without failing its batch-mates.
+func TestGroupCommitOnAKeyValueBucket(t *testing.T) {
+	_, js := natstest.New(t)
+	ctx := context.Background()
+	kv, err := js.KeyValue(ctx, event.BucketIdempotency)
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, "taken", []byte("first"))
+	require.NoError(t, err)
+	g := natsx.NewGroupCommit(js.Conn(), js, natsx.KVStream(event.BucketIdempotency), natsx.DefaultGroupConfig())
+	t.Cleanup(g.Close)
+	msg := func(key, val string, create bool) *nats.Msg {
+		m := nats.NewMsg(natsx.KVSubject(event.BucketIdempotency, key))
+		m.Data = []byte(val)
+		if create {
+			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+		}
+		return m
+	}
+	errs := g.PublishAll(ctx, []*nats.Msg{msg("a", "1", false), msg("b", "2", true), msg("taken", "second", true), msg("c", "3", true)})
+	assert.NoError(t, errs[0])
+	assert.NoError(t, errs[1])
+	assert.Error(t, errs[2], "a create on an existing key fails")
+	assert.NoError(t, errs[3])
+	for key, want := range map[string]string{"a": "1", "b": "2", "taken": "first", "c": "3"} {
+		e, err := kv.Get(ctx, key)
+		require.NoError(t, err, key)
+		assert.Equal(t, want, string(e.Value()), key)
+	}
+	// Many concurrent puts share batches.
+	var wg sync.WaitGroup
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			assert.NoError(t, g.Publish(ctx, msg(fmt.Sprintf("k%d", i), "v", true)))
+		}(i)
+	}
+	wg.Wait()
+	keys, err := kv.ListKeys(ctx)
+	require.NoError(t, err)
+	n := 0
+	for range keys.Keys() {
+		n++
+	}
+	assert.Equal(t, 204, n)
+}

@@ -19,9 +19,21 @@ import (
 // ErrUnknownVersion is returned when an event names a schema version its action does not have.
 var ErrUnknownVersion = errors.New("unknown schema version")
 
-// keyPrefix scopes keys to the whole environment; organization-specific schemas get their own
-// prefix later without touching these keys. Key: env/<action>/<version>.
-const keyPrefix = "env/"
+// Keys: env/<action>/<version> for the environment's schemas, org/<org>/<action>/<version> for an
+// organization's own. Action names and organization ids hold only characters that are valid in
+// key-value keys (validate.ValidAction, event.ValidOrgID).
+const (
+	envPrefix = "env/"
+	orgPrefix = "org/"
+)
+
+// scope names whose schemas a list belongs to: "" for the environment, else an organization id.
+func scoped(org, action string) string {
+	if org == "" {
+		return action
+	}
+	return org + "/" + action
+}
 
 type entry struct {
 	schema   Schema
@@ -36,7 +48,7 @@ type Registry struct {
 	log    *slog.Logger
 	now    func() time.Time
 	mu     sync.RWMutex
-	byName map[string][]*entry // action -> versions, index = version-1 (nil holes until loaded)
+	byName map[string][]*entry // scoped(org, action) -> versions, index = version-1 (nil holes until loaded)
 	stop   context.CancelFunc
 	done   chan struct{}
 }
@@ -103,12 +115,13 @@ func (r *Registry) load(raw []byte) (err error) {
 func (r *Registry) put(e *entry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	vs := r.byName[e.schema.Action]
+	name := scoped(e.schema.OrganizationID, e.schema.Action)
+	vs := r.byName[name]
 	for len(vs) < e.schema.Version {
 		vs = append(vs, nil)
 	}
 	vs[e.schema.Version-1] = e
-	r.byName[e.schema.Action] = vs
+	r.byName[name] = vs
 }
 
 // Close stops the watch.
@@ -117,16 +130,30 @@ func (r *Registry) Close() {
 	<-r.done
 }
 
-// Lookup returns the compiled schema an event of action with the given version must satisfy.
-// Version 0 (not sent) means version 1, as with WorkOS. It returns nil, nil when the action has no
-// schema (any event is accepted) and ErrUnknownVersion when the action has schemas but not that
-// version. A version this replica has not seen yet through its watch is read from the bucket.
+// Lookup returns the compiled environment schema an event of action with the given version must
+// satisfy. Version 0 (not sent) means version 1, as with WorkOS. It returns nil, nil when the action
+// has no schema (any event is accepted) and ErrUnknownVersion when the action has schemas but not
+// that version. A version this replica has not seen yet through its watch is read from the bucket.
 func (r *Registry) Lookup(ctx context.Context, action string, version int) (*Compiled, error) {
+	return r.lookup(ctx, "", action, version)
+}
+
+// LookupOrg is Lookup among org's own schemas for action. found is false when org has none for
+// action (the environment's schemas then apply); see Resolve.
+func (r *Registry) LookupOrg(ctx context.Context, org, action string, version int) (c *Compiled, found bool, err error) {
+	if org == "" || len(r.Versions(org, action)) == 0 {
+		return nil, false, nil
+	}
+	c, err = r.lookup(ctx, org, action, version)
+	return c, true, err
+}
+
+func (r *Registry) lookup(ctx context.Context, org, action string, version int) (*Compiled, error) {
 	if version == 0 {
 		version = 1
 	}
 	r.mu.RLock()
-	vs := r.byName[action]
+	vs := r.byName[scoped(org, action)]
 	var e *entry
 	if version <= len(vs) {
 		e = vs[version-1]
@@ -138,31 +165,37 @@ func (r *Registry) Lookup(ctx context.Context, action string, version int) (*Com
 	if len(vs) == 0 {
 		return nil, nil
 	}
-	if err := r.refresh(ctx, action, version); errors.Is(err, jetstream.ErrKeyNotFound) {
+	if err := r.refresh(ctx, org, action, version); errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, fmt.Errorf("%w: action %q has no schema version %d", ErrUnknownVersion, action, version)
 	} else if err != nil {
 		return nil, err
 	}
-	return r.Lookup(ctx, action, version)
+	return r.lookup(ctx, org, action, version)
 }
 
-// Create stores d as the next version of action's schema and returns it. Versions are immutable:
-// concurrent creators race on the key and the loser takes the next number.
+// Create stores d as the next version of the environment's schema for action and returns it.
+// Versions are immutable: concurrent creators race on the key and the loser takes the next number.
 func (r *Registry) Create(ctx context.Context, action string, d Definition) (*Schema, error) {
+	return r.CreateFor(ctx, "", action, d)
+}
+
+// CreateFor is Create for org's own schema of action ("" for the environment's). An organization's
+// schema for an action takes precedence over the environment's for that organization's events.
+func (r *Registry) CreateFor(ctx context.Context, org, action string, d Definition) (*Schema, error) {
 	c, err := Compile(d)
 	if err != nil {
 		return nil, err
 	}
 	for attempt := 0; attempt < 20; attempt++ {
-		next := len(r.Versions(action)) + 1
-		s := Schema{Action: action, Version: next, CreatedAt: r.now().UTC().Truncate(time.Millisecond), Definition: d}
+		next := len(r.Versions(org, action)) + 1
+		s := Schema{Action: action, OrganizationID: org, Version: next, CreatedAt: r.now().UTC().Truncate(time.Millisecond), Definition: d}
 		raw, err := json.Marshal(s)
 		if err != nil {
 			return nil, fmt.Errorf("failed to encode schema: %w", err)
 		}
-		_, err = r.kv.Create(ctx, key(action, next), raw)
+		_, err = r.kv.Create(ctx, key(org, action, next), raw)
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			if err := r.refresh(ctx, action, next); err != nil {
+			if err := r.refresh(ctx, org, action, next); err != nil {
 				return nil, err
 			}
 			continue
@@ -176,20 +209,22 @@ func (r *Registry) Create(ctx context.Context, action string, d Definition) (*Sc
 	return nil, fmt.Errorf("failed to store schema %s: too many concurrent versions", action)
 }
 
-func (r *Registry) refresh(ctx context.Context, action string, version int) error {
-	e, err := r.kv.Get(ctx, key(action, version))
+func (r *Registry) refresh(ctx context.Context, org, action string, version int) error {
+	e, err := r.kv.Get(ctx, key(org, action, version))
 	if err != nil {
 		return fmt.Errorf("failed to read schema %s v%d: %w", action, version, err)
 	}
 	return r.load(e.Value())
 }
 
-// Versions returns the loaded versions of action, oldest first.
-func (r *Registry) Versions(action string) []Schema {
+// Versions returns the loaded versions of org's own schema for action ("" for the environment's),
+// oldest first.
+func (r *Registry) Versions(org, action string) []Schema {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	out := make([]Schema, 0, len(r.byName[action]))
-	for _, e := range r.byName[action] {
+	vs := r.byName[scoped(org, action)]
+	out := make([]Schema, 0, len(vs))
+	for _, e := range vs {
 		if e != nil {
 			out = append(out, e.schema)
 		}
@@ -197,18 +232,47 @@ func (r *Registry) Versions(action string) []Schema {
 	return out
 }
 
-// Actions returns the names of all actions with at least one schema, sorted.
+// Actions returns the names of all actions with at least one environment schema, sorted.
 func (r *Registry) Actions() []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := make([]string, 0, len(r.byName))
-	for a := range r.byName {
-		out = append(out, a)
+	for name, vs := range r.byName {
+		if len(vs) > 0 && vs[0] != nil && vs[0].schema.OrganizationID == "" {
+			out = append(out, name)
+		}
 	}
 	sort.Strings(out)
 	return out
 }
 
-func key(action string, version int) string {
-	return keyPrefix + action + "/" + strconv.Itoa(version)
+func key(org, action string, version int) string {
+	if org != "" {
+		return orgPrefix + org + "/" + action + "/" + strconv.Itoa(version)
+	}
+	return envPrefix + action + "/" + strconv.Itoa(version)
+}
+
+// Source finds the environment schema of an action; *Registry is one. A Source that is also an
+// OrgSource has organization-specific schemas, which Resolve consults first.
+type Source interface {
+	Lookup(ctx context.Context, action string, version int) (*Compiled, error)
+}
+
+// OrgSource finds an organization's own schema of an action (found false: it has none).
+type OrgSource interface {
+	LookupOrg(ctx context.Context, org, action string, version int) (c *Compiled, found bool, err error)
+}
+
+// Resolve returns the schema an event of org must satisfy: org's own schema for the action when it
+// has one (event.version then picks among org's versions), else the environment's. The gateway and
+// the validator both resolve through here, so they always agree.
+func Resolve(ctx context.Context, s Source, org, action string, version int) (*Compiled, error) {
+	if os, ok := s.(OrgSource); ok {
+		c, found, err := os.LookupOrg(ctx, org, action, version)
+		if found || err != nil {
+			return c, err
+		}
+	}
+	return s.Lookup(ctx, action, version)
 }

@@ -48,9 +48,11 @@ type Definition struct {
 
 // Schema is one immutable version of an action's schema, as stored and as the API shows it.
 type Schema struct {
-	Action    string    `json:"action"`
-	Version   int       `json:"version"`
-	CreatedAt time.Time `json:"created_at"`
+	Action string `json:"action"`
+	// OrganizationID is set on an organization's own schema, empty on the environment's.
+	OrganizationID string    `json:"organization_id,omitempty"`
+	Version        int       `json:"version"`
+	CreatedAt      time.Time `json:"created_at"`
 	Definition
 }
 

@@ -134,7 +134,7 @@ func TestRegistryVersionsAndSharing(t *testing.T) {
 	b, err := schema.NewRegistry(ctx, js, log)
 	require.NoError(t, err)
 	defer b.Close()
-	require.Len(t, b.Versions("user.signed_in"), 2)
+	require.Len(t, b.Versions("", "user.signed_in"), 2)
 	c, err = b.Lookup(ctx, "user.signed_in", 2)
 	require.NoError(t, err)
 	require.NotNil(t, c)
@@ -174,4 +174,46 @@ func TestRegistryConcurrentCreatesGetDistinctVersions(t *testing.T) {
 	}
 	wg.Wait()
 	assert.Len(t, seen, 12)
+}
+
+// An organization's own schema for an action replaces the environment's for that organization's
+// events only, on every replica; other organizations keep the environment's.
+func TestOrganizationSchemaTakesPrecedence(t *testing.T) {
+	ctx := context.Background()
+	_, js := natstest.New(t)
+	log := slog.New(slog.DiscardHandler)
+	a, err := schema.NewRegistry(ctx, js, log)
+	require.NoError(t, err)
+	defer a.Close()
+	env, err := schema.ParseDefinition([]byte(nodeSchema))
+	require.NoError(t, err)
+	_, err = a.Create(ctx, "user.signed_in", env)
+	require.NoError(t, err)
+	// org_strict wants attempts as a string: the okEvent (a number) breaks its schema.
+	strict, err := schema.ParseDefinition([]byte(`{"targets":[{"type":"team"}],
+	  "metadata":{"type":"object","properties":{"attempts":{"type":"string"}}}}`))
+	require.NoError(t, err)
+	s, err := a.CreateFor(ctx, "org_strict", "user.signed_in", strict)
+	require.NoError(t, err)
+	assert.Equal(t, 1, s.Version, "an organization's versions count on their own")
+	assert.Equal(t, "org_strict", s.OrganizationID)
+
+	b, err := schema.NewRegistry(ctx, js, log) // another replica
+	require.NoError(t, err)
+	defer b.Close()
+	for _, r := range []*schema.Registry{a, b} {
+		c, err := schema.Resolve(ctx, r, "org_strict", "user.signed_in", 0)
+		require.NoError(t, err)
+		errs := c.Validate(okEvent())
+		require.Len(t, errs, 1)
+		assert.Equal(t, "/metadata/attempts", errs[0].InstancePath)
+		c, err = schema.Resolve(ctx, r, "org_other", "user.signed_in", 0)
+		require.NoError(t, err)
+		assert.Nil(t, c.Validate(okEvent()), "other organizations keep the environment's schema")
+		_, err = schema.Resolve(ctx, r, "org_strict", "user.signed_in", 2)
+		assert.ErrorIs(t, err, schema.ErrUnknownVersion)
+		assert.Equal(t, []string{"user.signed_in"}, r.Actions(), "organization schemas are not environment actions")
+		assert.Len(t, r.Versions("org_strict", "user.signed_in"), 1)
+		assert.Len(t, r.Versions("", "user.signed_in"), 1)
+	}
 }

@@ -31,6 +31,9 @@ type Filter struct {
 	Start, End time.Time
 	// Text matches events whose names, ids, context or metadata values contain it, ignoring case.
 	Text string
+	// RetentionDays is the organization's current retention (0: none). Events older than that are
+	// never returned, whatever retention their row was stamped with when it was written.
+	RetentionDays uint16
 }
 
 // ErrNoOrg is returned for a Filter without an organization.
@@ -46,6 +49,10 @@ func (f *Filter) where(p Params) (string, error) {
 	var b strings.Builder
 	b.WriteString("organization_id = {org:String}")
 	b.WriteString("\n  AND (retention_days = 0 OR occurred_at >= now64(3) - toIntervalDay(retention_days))")
+	if f.RetentionDays > 0 {
+		p["retention"] = strconv.Itoa(int(f.RetentionDays))
+		b.WriteString("\n  AND occurred_at >= now64(3) - toIntervalDay({retention:UInt16})")
+	}
 	if len(f.Actions) > 0 {
 		var exact, alts []string
 		for _, a := range f.Actions {
@@ -152,8 +159,14 @@ var ErrNotFound = errors.New("event not found")
 
 // Get returns one of org's events by id.
 func (s *Store) Get(ctx context.Context, org, id string) (*Event, error) {
+	return s.GetWithin(ctx, org, id, 0)
+}
+
+// GetWithin is Get for an organization whose current retention is retentionDays (0: none): an
+// older event is not found.
+func (s *Store) GetWithin(ctx context.Context, org, id string, retentionDays uint16) (*Event, error) {
 	p := Params{"id": Text(id)}
-	f := Filter{Org: org}
+	f := Filter{Org: org, RetentionDays: retentionDays}
 	where, err := f.where(p)
 	if err != nil {
 		return nil, err
@@ -226,4 +239,40 @@ func (s *Store) Count(ctx context.Context, org string) (total, distinct uint64, 
 		}
 	}
 	return total, distinct, rows.Err()
+}
+
+// DeleteOlderThan physically deletes org's events that occurred more than days ago and that their
+// stamped retention does not already expire (a lightweight DELETE: the rows vanish from reads at
+// once and from disk at the next merge). It enforces a shortened retention on rows written under a
+// longer one or none; the TTL handles the rest. When nothing matches, nothing is run.
+func (s *Store) DeleteOlderThan(ctx context.Context, org string, days uint16) error {
+	if org == "" {
+		return ErrNoOrg
+	}
+	if days == 0 {
+		return errors.New("delete older than 0 days refused")
+	}
+	const where = `
+WHERE organization_id = {org:String}
+  AND occurred_at < now64(3) - toIntervalDay({days:UInt16})
+  AND (retention_days = 0 OR retention_days > {days:UInt16})`
+	p := Params{"org": Text(org), "days": strconv.Itoa(int(days))}
+	rows, err := s.db.Query(ctx, "SELECT count() FROM events"+where, p)
+	if err != nil {
+		return fmt.Errorf("failed to count expired events of %s: %w", org, err)
+	}
+	var n uint64
+	if rows.Next() {
+		err = rows.Scan(&n)
+	}
+	if err := errors.Join(err, rows.Err(), rows.Close()); err != nil {
+		return fmt.Errorf("failed to count expired events of %s: %w", org, err)
+	}
+	if n == 0 {
+		return nil
+	}
+	if err := s.db.Exec(ctx, "DELETE FROM events"+where, p); err != nil {
+		return fmt.Errorf("failed to delete events of %s older than %d days: %w", org, days, err)
+	}
+	return nil
 }

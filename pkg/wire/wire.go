@@ -6,12 +6,14 @@ package wire
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -43,6 +45,16 @@ func BadRequest(code, msg string, errs any) *Error {
 // Unprocessable is a 422 with field errors.
 func Unprocessable(code, msg string, errs any) *Error {
 	return &Error{Status: http.StatusUnprocessableEntity, Code: code, Message: msg, Errors: errs}
+}
+
+// Conflict is a 409.
+func Conflict(code, msg string) *Error {
+	return &Error{Status: http.StatusConflict, Code: code, Message: msg}
+}
+
+// Forbidden is a 403.
+func Forbidden(code, msg string) *Error {
+	return &Error{Status: http.StatusForbidden, Code: code, Message: msg}
 }
 
 // NotFound is a 404.
@@ -127,15 +139,22 @@ func RequestID() echo.MiddlewareFunc {
 // KeyChecker answers whether an API key is valid.
 type KeyChecker interface{ Valid(key string) bool }
 
+// keyIDContext names the echo context value holding an identity of the request's API key (a
+// digest, never the key), set by Auth for RateLimit.
+const keyIDContext = "logbook.key_id"
+
 // Auth requires "Authorization: Bearer <key>" with a key keys accepts.
 func Auth(keys KeyChecker) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			h := c.Request().Header.Get(echo.HeaderAuthorization)
 			key, ok := strings.CutPrefix(h, "Bearer ")
-			if !ok || !keys.Valid(strings.TrimSpace(key)) {
+			key = strings.TrimSpace(key)
+			if !ok || !keys.Valid(key) {
 				return Unauthorized
 			}
+			sum := sha256.Sum256([]byte(key))
+			c.Set(keyIDContext, hex.EncodeToString(sum[:16]))
 			return next(c)
 		}
 	}
@@ -229,4 +248,15 @@ func Serve(ctx context.Context, e *echo.Echo, addr string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
+}
+
+// PathParam returns a path parameter decoded exactly once. Echo routes on the raw (escaped) path
+// when the request has one, and then parameters arrive escaped; otherwise they arrive decoded
+// already, and decoding again would turn a literal "%2E" into a dot.
+func PathParam(c echo.Context, name string) (string, error) {
+	v := c.Param(name)
+	if c.Request().URL.RawPath == "" {
+		return v, nil
+	}
+	return url.PathUnescape(v)
 }

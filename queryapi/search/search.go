@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,16 +31,23 @@ const (
 
 type searcher interface {
 	Search(ctx context.Context, f store.Filter, older bool, from *store.Position, limit int) ([]store.Event, error)
-	Get(ctx context.Context, org, id string) (*store.Event, error)
+	GetWithin(ctx context.Context, org, id string, retentionDays uint16) (*store.Event, error)
+}
+
+// Retention answers an organization's current retention in days (0: none); a
+// *retention.Policies. Events older than that are never served.
+type Retention interface {
+	Days(org string) uint16
 }
 
 // API serves the search routes. Safe for concurrent use.
 type API struct {
-	store searcher
+	store     searcher
+	retention Retention
 }
 
-// New returns an API reading from s.
-func New(s searcher) *API { return &API{store: s} }
+// New returns an API reading from s, hiding events past their organization's retention r.
+func New(s searcher, r Retention) *API { return &API{store: s, retention: r} }
 
 // Register adds the routes to g (which applies authentication).
 func (a *API) Register(g *echo.Group) {
@@ -183,6 +189,7 @@ func (a *API) list(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	r.filter.RetentionDays = a.retention.Days(r.filter.Org)
 	ctx := c.Request().Context()
 	// Walking "forward" follows the list's order: toward older events when newest come first.
 	forward, from := true, r.after
@@ -230,11 +237,11 @@ func (a *API) get(c echo.Context) error {
 			return invalidParam(name, "is not a known parameter")
 		}
 	}
-	id, err := url.PathUnescape(c.Param("id"))
+	id, err := wire.PathParam(c, "id")
 	if err != nil || id == "" || len(id) > 64 {
 		return wire.NotFound("Audit Log Event not found.")
 	}
-	e, err := a.store.Get(c.Request().Context(), org, id)
+	e, err := a.store.GetWithin(c.Request().Context(), org, id, a.retention.Days(org))
 	if errors.Is(err, store.ErrNotFound) {
 		return wire.NotFound(fmt.Sprintf("Audit Log Event not found: '%s'.", id))
 	}

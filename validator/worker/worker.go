@@ -38,9 +38,9 @@ func DefaultConfig() Config {
 	return Config{BatchSize: 500, FetchWait: time.Second, AckWait: 30 * time.Second}
 }
 
-type schemas interface {
-	Lookup(ctx context.Context, action string, version int) (*schema.Compiled, error)
-}
+// schemas finds an action's schema: a *schema.Registry, whose organization-specific schemas
+// schema.Resolve consults first.
+type schemas = schema.Source
 
 // Worker validates raw events. Run it in as many replicas as needed.
 type Worker struct {
@@ -188,7 +188,7 @@ func (w *Worker) decide(ctx context.Context, m jetstream.Msg) (out *nats.Msg, va
 	if err := validate.CheckRecord(rec); err != nil {
 		return rejected(rec.OrganizationID, rec.MsgID(), m.Data(), err.Error()), false
 	}
-	compiled, err := w.schemas.Lookup(ctx, rec.Event.Action, rec.Event.Version)
+	compiled, err := schema.Resolve(ctx, w.schemas, rec.OrganizationID, rec.Event.Action, rec.Event.Version)
 	switch {
 	case errors.Is(err, schema.ErrUnknownVersion):
 		return rejected(rec.OrganizationID, rec.MsgID(), m.Data(), err.Error()), false

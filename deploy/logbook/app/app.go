@@ -1,6 +1,7 @@
 // Package app wires Logbook's four services into one process: an embedded nats-server (JetStream
-// on disk, fsync always), the embedded ClickHouse engine on disk, and one HTTP listener serving the
-// gateway and the query API on the same root paths. It is the only package importing all four.
+// on disk, fsync always), the embedded ClickHouse engine on disk, and one HTTP listener serving
+// every route of the gateway and the query API (events, schemas, exports, retention) on the same
+// root paths. It is the only package importing all four.
 package app
 
 import (
@@ -20,13 +21,17 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/logbookhq/logbook/ingest/gateway"
+	"github.com/logbookhq/logbook/ingest/idempotency"
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/natsx"
+	"github.com/logbookhq/logbook/pkg/retention"
 	"github.com/logbookhq/logbook/pkg/schema"
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/wire"
+	"github.com/logbookhq/logbook/queryapi/export"
+	"github.com/logbookhq/logbook/queryapi/organizations"
 	"github.com/logbookhq/logbook/queryapi/search"
 	"github.com/logbookhq/logbook/validator/worker"
 	"github.com/logbookhq/logbook/writer/batcher"
@@ -49,6 +54,11 @@ type Config struct {
 	Gateway gateway.Config
 	Valid   worker.Config
 	Writer  batcher.Config
+	Export  export.Config
+	// RateLimit is the per-API-key token bucket.
+	RateLimit wire.RateLimitConfig
+	// RetentionSweep is how often shortened retentions are enforced on older rows. Default 1 h.
+	RetentionSweep time.Duration
 }
 
 // ConfigFromEnv reads the LOGBOOK_* variables documented in the README.
@@ -57,16 +67,21 @@ func ConfigFromEnv(env *config.Env) Config {
 	gw.MaxBodyBytes = env.Int("LOGBOOK_MAX_BODY_BYTES", gw.MaxBodyBytes, 1<<10, 900<<10)
 	wc.MaxRows = int(env.Int("LOGBOOK_BATCH_ROWS", int64(wc.MaxRows), 1, 1_000_000))
 	wc.MaxWait = env.Duration("LOGBOOK_BATCH_WAIT", wc.MaxWait)
+	ec := export.DefaultConfig()
+	ec.PublicURL = env.String("LOGBOOK_PUBLIC_URL", "")
 	return Config{
-		DataDir:    env.String("LOGBOOK_DATA_DIR", "./data"),
-		Addr:       env.String("LOGBOOK_ADDR", "127.0.0.1:8080"),
-		APIKey:     env.String("LOGBOOK_API_KEY", ""),
-		NATSListen: env.String("LOGBOOK_NATS_LISTEN", ""),
-		LibPath:    env.String("LOGBOOK_CHDB_LIB", ""),
-		Limits:     natsx.LimitsFromEnv(env),
-		Gateway:    gw,
-		Valid:      vc,
-		Writer:     wc,
+		DataDir:        env.String("LOGBOOK_DATA_DIR", "./data"),
+		Addr:           env.String("LOGBOOK_ADDR", "127.0.0.1:8080"),
+		APIKey:         env.String("LOGBOOK_API_KEY", ""),
+		NATSListen:     env.String("LOGBOOK_NATS_LISTEN", ""),
+		LibPath:        env.String("LOGBOOK_CHDB_LIB", ""),
+		Limits:         natsx.LimitsFromEnv(env),
+		Gateway:        gw,
+		Valid:          vc,
+		Writer:         wc,
+		Export:         ec,
+		RateLimit:      wire.RateLimitFromEnv(env),
+		RetentionSweep: env.Duration("LOGBOOK_RETENTION_SWEEP", time.Hour),
 	}
 }
 
@@ -83,6 +98,8 @@ type App struct {
 	store   *store.Store
 	reg     *schema.Registry
 	keys    *apikey.Verifier
+	ret     *retention.Policies
+	idem    *idempotency.Store
 	http    *http.Server
 	raw     *natsx.GroupCommit
 	cancel  context.CancelFunc
@@ -130,17 +147,31 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if a.keys, err = apikey.NewVerifier(ctx, js, log); err != nil {
 		return nil, err
 	}
+	if a.ret, err = retention.Watch(ctx, js, log); err != nil {
+		return nil, err
+	}
+	if a.idem, err = idempotency.Open(ctx, nc, js); err != nil {
+		return nil, err
+	}
 	val, err := worker.New(ctx, js, a.reg, cfg.Valid, log.With("service", "validator"))
 	if err != nil {
 		return nil, err
 	}
-	wr, err := batcher.New(ctx, js, a.store, cfg.Writer, log.With("service", "writer"))
+	wr, err := batcher.New(ctx, js, retention.Stamper{Store: a.store, Policies: a.ret}, cfg.Writer, log.With("service", "writer"))
 	if err != nil {
 		return nil, err
 	}
+	exp, err := export.Open(ctx, js, a.store, a.ret, cfg.Export, log.With("service", "export"))
+	if err != nil {
+		return nil, err
+	}
+	sweep := func(ctx context.Context) error {
+		organizations.Sweep(ctx, a.ret, a.store, cfg.RetentionSweep, log.With("service", "retention"))
+		return nil
+	}
 	wctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	for _, run := range []func(context.Context) error{val.Run, wr.Run} {
+	for _, run := range []func(context.Context) error{val.Run, wr.Run, exp.Run, sweep} {
 		a.workers.Add(1)
 		go func() {
 			defer a.workers.Done()
@@ -153,9 +184,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	raw := natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
 	a.raw = raw
 	e := wire.NewServer(log)
-	g := e.Group("", wire.Auth(a.keys))
-	gateway.New(raw, a.reg, cfg.Gateway, log.With("service", "ingest")).Register(g)
-	search.New(a.store).Register(g)
+	g := e.Group("", wire.Auth(a.keys), wire.RateLimit(wire.NewLimiter(cfg.RateLimit)))
+	gw := gateway.New(raw, a.reg, cfg.Gateway, log.With("service", "ingest"))
+	gw.UseIdempotency(a.idem)
+	gw.Register(g)
+	search.New(a.store, a.ret).Register(g)
+	organizations.New(a.ret, a.store, log.With("service", "queryapi")).Register(g)
+	exp.Register(g)
+	exp.RegisterDownload(e)
 	return a, a.serve(e, cfg.Addr)
 }
 
@@ -185,6 +221,9 @@ func (a *App) Close() error {
 	if a.raw != nil {
 		a.raw.Close()
 	}
+	if a.idem != nil {
+		a.idem.Close()
+	}
 	if a.cancel != nil {
 		a.cancel()
 		a.workers.Wait()
@@ -194,6 +233,9 @@ func (a *App) Close() error {
 	}
 	if a.keys != nil {
 		a.keys.Close()
+	}
+	if a.ret != nil {
+		a.ret.Close()
 	}
 	if a.nc != nil {
 		errs = append(errs, a.nc.Drain())

@@ -1,4 +1,5 @@
-// Command ingest runs the gateway alone: POST /audit_logs/events and the schema routes, publishing
+// Command ingest runs the gateway alone: POST /audit_logs/events (Idempotency-Keys kept 24 h) and
+// the schema routes (/audit_logs/actions…, /organizations/{id}/audit_logs/actions/…), publishing
 // to a NATS cluster. Configuration: LOGBOOK_* variables (see the README).
 package main
 
@@ -11,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/logbookhq/logbook/ingest/gateway"
+	"github.com/logbookhq/logbook/ingest/idempotency"
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
@@ -35,6 +37,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	cfg.MaxBodyBytes = env.Int("LOGBOOK_MAX_BODY_BYTES", cfg.MaxBodyBytes, 1<<10, 900<<10)
 	addr := env.String("LOGBOOK_ADDR", "0.0.0.0:8080")
 	presetKey := env.String("LOGBOOK_API_KEY", "")
+	limits := wire.RateLimitFromEnv(env)
 	nc, js, err := natsx.ConnectFromEnv(ctx, env, "logbook-ingest")
 	if err != nil {
 		return err
@@ -57,10 +60,17 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 		return err
 	}
 	defer keys.Close()
+	idem, err := idempotency.Open(ctx, nc, js)
+	if err != nil {
+		return err
+	}
+	defer idem.Close()
 	raw := natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
 	defer raw.Close()
 	e := wire.NewServer(log)
-	gateway.New(raw, reg, cfg, log).Register(e.Group("", wire.Auth(keys)))
+	gw := gateway.New(raw, reg, cfg, log)
+	gw.UseIdempotency(idem)
+	gw.Register(e.Group("", wire.Auth(keys), wire.RateLimit(wire.NewLimiter(limits))))
 	log.Info("listening", "addr", addr)
 	return wire.Serve(ctx, e, addr)
 }

@@ -1,5 +1,6 @@
-// Command queryapi serves stored events from a ClickHouse server: GET /audit_logs/events.
-// Configuration: LOGBOOK_* variables (see the README).
+// Command queryapi serves what is read from ClickHouse: GET /audit_logs/events, the exports
+// (/audit_logs/exports…, run in the background here) and the organizations' retention
+// (/organizations/{id}/audit_logs_retention). Configuration: LOGBOOK_* variables (see the README).
 package main
 
 import (
@@ -7,13 +8,18 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/natsx"
+	"github.com/logbookhq/logbook/pkg/retention"
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/wire"
+	"github.com/logbookhq/logbook/queryapi/export"
+	"github.com/logbookhq/logbook/queryapi/organizations"
 	"github.com/logbookhq/logbook/queryapi/search"
 )
 
@@ -30,12 +36,16 @@ func main() {
 
 func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	addr := env.String("LOGBOOK_ADDR", "0.0.0.0:8080")
+	limits := wire.RateLimitFromEnv(env)
+	ec := export.DefaultConfig()
+	ec.PublicURL = env.String("LOGBOOK_PUBLIC_URL", "")
+	sweepEvery := env.Duration("LOGBOOK_RETENTION_SWEEP", time.Hour)
 	st, err := store.ServerFromEnv(ctx, env)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	// NATS only for the API key bucket, so every replica accepts the same keys.
+	// NATS for the API keys, retention settings, export jobs and files.
 	nc, js, err := natsx.ConnectFromEnv(ctx, env, "logbook-queryapi")
 	if err != nil {
 		return err
@@ -46,8 +56,26 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 		return err
 	}
 	defer keys.Close()
+	ret, err := retention.Watch(ctx, js, log)
+	if err != nil {
+		return err
+	}
+	defer ret.Close()
+	exp, err := export.Open(ctx, js, st, ret, ec, log)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = exp.Run(ctx) }()
+	go func() { defer wg.Done(); organizations.Sweep(ctx, ret, st, sweepEvery, log) }()
 	e := wire.NewServer(log)
-	search.New(st).Register(e.Group("", wire.Auth(keys)))
+	g := e.Group("", wire.Auth(keys), wire.RateLimit(wire.NewLimiter(limits)))
+	search.New(st, ret).Register(g)
+	organizations.New(ret, st, log).Register(g)
+	exp.Register(g)
+	exp.RegisterDownload(e)
 	log.Info("listening", "addr", addr)
 	return wire.Serve(ctx, e, addr)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/natsx"
+	"github.com/logbookhq/logbook/pkg/retention"
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/writer/batcher"
 )
@@ -43,7 +44,13 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 		return err
 	}
 	defer nc.Drain()
-	w, err := batcher.New(ctx, js, st, cfg, log)
+	// Each row is stamped with its organization's current retention (the TTL drops parts by it).
+	ret, err := retention.Watch(ctx, js, log)
+	if err != nil {
+		return err
+	}
+	defer ret.Close()
+	w, err := batcher.New(ctx, js, retention.Stamper{Store: st, Policies: ret}, cfg, log)
 	if err != nil {
 		return err
 	}

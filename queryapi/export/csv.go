@@ -1,0 +1,95 @@
+package export
+
+import (
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/store"
+)
+
+// Columns is the header row of every export, in order (documented in docs/api.md).
+var Columns = []string{
+	"id", "organization_id", "action", "version", "occurred_at", "created_at",
+	"actor_id", "actor_type", "actor_name", "actor_metadata",
+	"targets", "location", "user_agent", "metadata",
+}
+
+// Neutralize makes a cell safe to open in a spreadsheet: a cell that starts with a character a
+// spreadsheet would read as the start of a formula (= + - @, tab, carriage return, line feed) gets
+// a leading apostrophe. Quoting and embedded separators are encoding/csv's job (RFC 4180).
+func Neutralize(cell string) string {
+	if cell == "" {
+		return cell
+	}
+	switch cell[0] {
+	case '=', '+', '-', '@', '\t', '\r', '\n':
+		return "'" + cell
+	}
+	return cell
+}
+
+// csvWriter writes events as CSV rows, neutralising every cell.
+type csvWriter struct {
+	w    *csv.Writer
+	row  []string
+	rows int64
+}
+
+func newCSVWriter(w io.Writer) (*csvWriter, error) {
+	c := &csvWriter{w: csv.NewWriter(w), row: make([]string, len(Columns))}
+	if err := c.w.Write(Columns); err != nil {
+		return nil, fmt.Errorf("failed to write csv header: %w", err)
+	}
+	return c, nil
+}
+
+func (c *csvWriter) write(e *store.Event) error {
+	dec := json.NewDecoder(bytes.NewReader(e.Event))
+	dec.UseNumber()
+	var ev struct {
+		event.Event
+		OccurredAt string `json:"occurred_at"`
+	}
+	if err := dec.Decode(&ev); err != nil {
+		return fmt.Errorf("failed to decode stored event %s: %w", e.ID, err)
+	}
+	targets := ev.Targets
+	if targets == nil {
+		targets = []event.Entity{}
+	}
+	version := ""
+	if ev.Version > 0 {
+		version = strconv.Itoa(ev.Version)
+	}
+	cells := []string{
+		e.ID, e.OrganizationID, ev.Action, version, event.FormatTime(e.OccurredAt), event.FormatTime(e.ReceivedAt),
+		ev.Actor.ID, ev.Actor.Type, ev.Actor.Name, jsonCell(ev.Actor.Metadata),
+		jsonCell(targets), ev.Context.Location, ev.Context.UserAgent, jsonCell(ev.Metadata),
+	}
+	for i, v := range cells {
+		c.row[i] = Neutralize(v)
+	}
+	c.rows++
+	return c.w.Write(c.row)
+}
+
+func (c *csvWriter) flush() error {
+	c.w.Flush()
+	return c.w.Error()
+}
+
+func jsonCell(v any) string {
+	if m, ok := v.(map[string]any); ok && len(m) == 0 {
+		return ""
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}

@@ -1,0 +1,169 @@
+package obs_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/natstest"
+	"github.com/logbookhq/logbook/pkg/obs"
+	"github.com/logbookhq/logbook/pkg/wire"
+)
+
+var quiet = slog.New(slog.DiscardHandler)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	res, err := http.Get(url)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	return res.StatusCode, string(b)
+}
+
+// Readiness follows the real NATS server: ready while it answers, not once it is gone, and never
+// again once the process is stopping. Liveness stays 200 throughout.
+func TestAdminServesHealthReadinessAndMetrics(t *testing.T) {
+	ns, js := natstest.New(t)
+	reg := obs.NewRegistry()
+	h := obs.NewHealth(quiet)
+	h.Add("nats", obs.NATSCheck(js))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	adm, err := obs.StartAdmin(ctx, "127.0.0.1:0", reg, h, quiet)
+	require.NoError(t, err)
+	defer adm.Close()
+	base := "http://" + adm.Addr
+
+	code, body := get(t, base+"/readyz")
+	assert.Equal(t, http.StatusOK, code)
+	assert.JSONEq(t, `{"status":"ok","checks":{"nats":"ok"}}`, body)
+	code, body = get(t, base+"/metrics")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Contains(t, body, "go_goroutines")
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	code, body = get(t, base+"/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.JSONEq(t, `{"status":"unavailable","checks":{"nats":"failing"}}`, body)
+	code, _ = get(t, base+"/healthz")
+	assert.Equal(t, http.StatusOK, code, "alive even when a dependency is not")
+
+	_, err = obs.StartAdmin(ctx, adm.Addr, reg, h, quiet)
+	require.ErrorContains(t, err, "admin address", "a taken port is a start-up error")
+}
+
+func TestStoppingTurnsReadinessOff(t *testing.T) {
+	h := obs.NewHealth(quiet)
+	h.Add("ok", func(context.Context) error { return nil })
+	ctx, cancel := context.WithCancel(context.Background())
+	adm, err := obs.StartAdmin(ctx, "127.0.0.1:0", obs.NewRegistry(), h, quiet)
+	require.NoError(t, err)
+	defer adm.Close()
+	code, _ := get(t, "http://"+adm.Addr+"/readyz")
+	require.Equal(t, http.StatusOK, code)
+	cancel()
+	require.Eventually(t, func() bool {
+		code, body := get(t, "http://"+adm.Addr+"/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, `"stopping"`)
+	}, 5e9, 1e7)
+}
+
+func TestFailingCheckIsReportedByName(t *testing.T) {
+	h := obs.NewHealth(quiet)
+	h.Add("clickhouse", func(context.Context) error { return errors.New("connection refused 10.0.0.5:9000") })
+	h.Add("nats", func(context.Context) error { return nil })
+	rec := httptest.NewRecorder()
+	h.ServeReady(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	assert.Equal(t, http.StatusServiceUnavailable, rec.Code)
+	var got map[string]any
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &got))
+	assert.Equal(t, map[string]any{"clickhouse": "failing", "nats": "ok"}, got["checks"])
+	assert.NotContains(t, rec.Body.String(), "10.0.0.5", "causes go to the log, not to the caller")
+}
+
+// The consumer gauges read real JetStream state: a writer consumer with nothing consuming shows
+// every published event as pending (the backlog while ClickHouse is down).
+func TestJetStreamCollectorReportsBacklogAndStreamFill(t *testing.T) {
+	ctx := context.Background()
+	_, js := natstest.New(t)
+	_, err := js.CreateOrUpdateConsumer(ctx, event.StreamValid, jetstream.ConsumerConfig{
+		Durable: event.ConsumerWriter, AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	require.NoError(t, err)
+	for i := 0; i < 3; i++ {
+		_, err := js.Publish(ctx, event.ValidSubject("org_a"), []byte(`{}`))
+		require.NoError(t, err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(obs.NewJetStream("writer", js, []string{event.StreamValid},
+		obs.Consumer{Stream: event.StreamValid, Name: event.ConsumerWriter},
+		obs.Consumer{Stream: event.StreamValid, Name: "missing"}))
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP writer_consumer_pending_messages Messages in the stream not yet delivered to the consumer (the backlog).
+# TYPE writer_consumer_pending_messages gauge
+writer_consumer_pending_messages{consumer="writer"} 3
+# HELP writer_consumer_ack_pending_messages Messages delivered to the consumer and not yet acknowledged.
+# TYPE writer_consumer_ack_pending_messages gauge
+writer_consumer_ack_pending_messages{consumer="writer"} 0
+# HELP writer_stream_messages Messages the stream holds.
+# TYPE writer_stream_messages gauge
+writer_stream_messages{stream="LOGBOOK_VALID"} 3
+# HELP writer_stream_max_bytes The stream's byte cap (LOGBOOK_STREAM_MAX_BYTES); a full raw stream answers producers 503.
+# TYPE writer_stream_max_bytes gauge
+writer_stream_max_bytes{stream="LOGBOOK_VALID"} 1.073741824e+09
+# HELP writer_jetstream_scrape_errors_total Scrapes that could not read a stream's or consumer's state from JetStream.
+# TYPE writer_jetstream_scrape_errors_total counter
+writer_jetstream_scrape_errors_total 1
+`), "writer_consumer_pending_messages", "writer_consumer_ack_pending_messages", "writer_stream_messages",
+		"writer_stream_max_bytes", "writer_jetstream_scrape_errors_total"))
+	bytes, err := testutil.GatherAndCount(reg, "writer_stream_bytes")
+	require.NoError(t, err)
+	assert.Equal(t, 1, bytes)
+}
+
+func TestHTTPMiddlewareCountsByRouteAndStatusClass(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	e := wire.NewServer(quiet)
+	e.Use(obs.HTTP(reg, "ingest"))
+	e.POST("/audit_logs/events", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]bool{"success": true}) })
+	e.GET("/audit_logs/events/:id", func(c echo.Context) error { return wire.NotFound("nope") })
+	e.GET("/boom", func(c echo.Context) error { return errors.New("boom") })
+	for _, r := range []struct{ method, path string }{
+		{"POST", "/audit_logs/events"}, {"POST", "/audit_logs/events"}, {"GET", "/audit_logs/events/org_secret_1"},
+		{"GET", "/audit_logs/events/org_secret_2"}, {"GET", "/boom"}, {"GET", "/healthz"},
+	} {
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, httptest.NewRequest(r.method, r.path, nil))
+		if r.path == "/audit_logs/events/org_secret_1" {
+			assert.Equal(t, http.StatusNotFound, rec.Code)
+			assert.Contains(t, rec.Body.String(), `"not_found"`, "the envelope is still rendered")
+		}
+	}
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP ingest_http_requests_total HTTP requests answered, by route template, method and status class (2xx, 4xx, 5xx).
+# TYPE ingest_http_requests_total counter
+ingest_http_requests_total{code="2xx",method="POST",route="/audit_logs/events"} 2
+ingest_http_requests_total{code="4xx",method="GET",route="/audit_logs/events/:id"} 2
+ingest_http_requests_total{code="5xx",method="GET",route="/boom"} 1
+`), "ingest_http_requests_total"))
+	n, err := testutil.GatherAndCount(reg, "ingest_http_request_duration_seconds")
+	require.NoError(t, err)
+	assert.Equal(t, 3, n, "one series per route and method, never per id")
+}

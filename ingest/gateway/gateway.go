@@ -17,6 +17,7 @@ import (
 
 	"github.com/logbookhq/logbook/ingest/idempotency"
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/failpoint"
 	"github.com/logbookhq/logbook/pkg/schema"
 	"github.com/logbookhq/logbook/pkg/validate"
 	"github.com/logbookhq/logbook/pkg/wire"
@@ -205,6 +206,7 @@ func (gw *Gateway) publish(ctx context.Context, rec *event.Record, msgID string)
 		gw.log.Warn("publish failed", "org_id", rec.OrganizationID, "event_id", rec.ID, "err", err)
 		return wire.Unavailable("The event could not be stored right now; retry shortly.", 1)
 	}
+	failpoint.Inject("gateway-after-publish") // stored, not yet answered
 	return nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/failpoint"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/schema"
 	"github.com/logbookhq/logbook/pkg/validate"
@@ -156,6 +157,7 @@ func (w *Worker) process(ctx context.Context, msgs []jetstream.Msg) {
 		validErrs = w.valid.PublishAll(ctx, valid.out)
 	}
 	<-done
+	failpoint.Inject("validator-after-publish") // republished, raw messages not yet acked
 	settle := func(r route, errs []error) {
 		for i, m := range r.from {
 			if errs[i] != nil {

@@ -166,7 +166,9 @@ func (w *Writer) flush(ctx, stop context.Context, msgs []jetstream.Msg) {
 	var fresh []jetstream.Msg
 	held := map[*batchRecord][]jetstream.Msg{}
 	for _, m := range msgs {
-		if meta, err := m.Metadata(); err == nil && meta.NumDelivered > 1 {
+		// Every message is looked up, not only those JetStream marks as redelivered: after a crash
+		// the consumer's delivery counts may be gone, and a message delivered before looks new.
+		if meta, err := m.Metadata(); err == nil {
 			if r := w.ledger.covering(meta.Sequence.Stream); r != nil {
 				held[r] = append(held[r], m)
 				continue

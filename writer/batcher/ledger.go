@@ -1,6 +1,7 @@
 package batcher
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -71,8 +72,11 @@ type ledger struct {
 	kv   jetstream.KeyValue
 	mu   sync.RWMutex
 	recs map[string]*batchRecord
-	stop context.CancelFunc
-	done chan struct{}
+	// byLast holds recs sorted by last sequence, for covering; rebuilt when dirty.
+	byLast []*batchRecord
+	dirty  bool
+	stop   context.CancelFunc
+	done   chan struct{}
 }
 
 func openLedger(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) (*ledger, error) {
@@ -118,6 +122,7 @@ func openLedger(ctx context.Context, js jetstream.JetStream, replicas int, log *
 					l.recs[e.Key()] = &r
 				}
 			}
+			l.dirty = true
 			l.mu.Unlock()
 		}
 	}()
@@ -148,18 +153,35 @@ func (l *ledger) put(ctx context.Context, r *batchRecord) error {
 	}
 	l.mu.Lock()
 	l.recs[recordKey(r)] = r
+	l.dirty = true
 	l.mu.Unlock()
 	return nil
 }
 
-// covering returns the recorded batch that holds stream sequence seq, or nil.
+// covering returns the recorded batch that holds stream sequence seq, or nil. Batches are kept
+// sorted by their last sequence, so a new message (past every recorded batch, the common case)
+// costs one comparison and an older one scans only the batches that end after it.
 func (l *ledger) covering(seq uint64) *batchRecord {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	for _, r := range l.recs {
-		if seq >= r.first() && seq <= r.last() && r.contains(seq) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.dirty {
+		l.index()
+	}
+	i, _ := slices.BinarySearchFunc(l.byLast, seq, func(r *batchRecord, s uint64) int { return cmp.Compare(r.last(), s) })
+	for _, r := range l.byLast[i:] {
+		if r.first() <= seq && r.contains(seq) {
 			return r
 		}
 	}
 	return nil
+}
+
+// index rebuilds byLast; must be called with mu held.
+func (l *ledger) index() {
+	l.dirty = false
+	l.byLast = l.byLast[:0]
+	for _, r := range l.recs {
+		l.byLast = append(l.byLast, r)
+	}
+	slices.SortFunc(l.byLast, func(a, b *batchRecord) int { return cmp.Compare(a.last(), b.last()) })
 }

@@ -37,7 +37,9 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 		return err
 	}
 	defer reg.Close()
-	w, err := worker.New(ctx, js, reg, worker.DefaultConfig(), log)
+	cfg := worker.DefaultConfig()
+	cfg.AckWait = env.Duration("LOGBOOK_VALIDATOR_ACK_WAIT", cfg.AckWait)
+	w, err := worker.New(ctx, js, reg, cfg, log)
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ func main() {
 
 func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	cfg := batcher.DefaultConfig()
+	cfg.AckWait = env.Duration("LOGBOOK_WRITER_ACK_WAIT", cfg.AckWait)
 	cfg.MaxRows = int(env.Int("LOGBOOK_BATCH_ROWS", int64(cfg.MaxRows), 1, 1_000_000))
 	cfg.MaxWait = env.Duration("LOGBOOK_BATCH_WAIT", cfg.MaxWait)
 	st, err := store.ServerFromEnv(ctx, env)

@@ -1,19 +1,22 @@
 # Logbook. `make run` starts everything in one process; `make test` runs every module's tests.
 SHELL := /bin/bash
-MODULES := pkg ingest validator writer queryapi deploy/logbook
+MODULES := pkg ingest validator writer queryapi deploy/logbook deploy/sdktest
 GO_PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 CHDB_LIB ?= $(or $(LOGBOOK_CHDB_LIB),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/logbook/chdb/26.7.3-stable.1/libchdb.so)
 export LOGBOOK_CHDB_LIB := $(CHDB_LIB)
+SDK_NODE_DIR ?= $(or $(LOGBOOK_SDK_NODE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/logbook/sdk/node-11.0.0-8.13.0)
+export LOGBOOK_SDK_NODE_DIR := $(SDK_NODE_DIR)
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: run test libchdb build vet bench clean
+.PHONY: run test libchdb sdk build vet bench clean
 
 ## run: start Logbook in one process (embedded NATS + embedded ClickHouse, data in ./data)
 run: libchdb
 	go run ./deploy/logbook
 
-## test: every module's tests, against real NATS JetStream and the real ClickHouse engine
-test: libchdb
+## test: every module's tests, against real NATS JetStream and the real ClickHouse engine, and the
+## official WorkOS SDKs (Go and Node) against a running Logbook (deploy/sdktest)
+test: libchdb sdk
 	go vet $(GO_PKGS)
 	go test $(TEST_FLAGS) $(GO_PKGS)
 
@@ -21,6 +24,11 @@ test: libchdb
 libchdb: $(CHDB_LIB)
 $(CHDB_LIB):
 	LOGBOOK_CHDB_LIB=$(CHDB_LIB) bash deploy/scripts/fetch-libchdb.sh
+
+## sdk: install the official WorkOS Node SDKs (11.0.0 and 8.13.0) into the per-user cache, once
+sdk: $(SDK_NODE_DIR)/.installed
+$(SDK_NODE_DIR)/.installed:
+	LOGBOOK_SDK_NODE_DIR=$(SDK_NODE_DIR) bash deploy/scripts/fetch-sdks.sh
 
 ## build: the single-process binary and the four service binaries, into ./bin
 build:

@@ -197,6 +197,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	return a, a.serve(e, cfg.Addr)
 }
 
+// Store is the ClickHouse store this process writes and reads (for tests and tools).
+func (a *App) Store() *store.Store { return a.store }
+
+// Retention is the organizations' retention settings as this process applies them.
+func (a *App) Retention() *retention.Policies { return a.ret }
+
 func (a *App) serve(e *echo.Echo, addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

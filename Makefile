@@ -8,7 +8,7 @@ SDK_NODE_DIR ?= $(or $(LOGBOOK_SDK_NODE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cac
 export LOGBOOK_SDK_NODE_DIR := $(SDK_NODE_DIR)
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: run test libchdb sdk build vet bench clean
+.PHONY: run test chaos libchdb sdk build vet bench clean
 
 ## run: start Logbook in one process (embedded NATS + embedded ClickHouse, data in ./data)
 run: libchdb
@@ -19,6 +19,13 @@ run: libchdb
 test: libchdb sdk
 	go vet $(GO_PKGS)
 	go test $(TEST_FLAGS) $(GO_PKGS)
+
+## chaos: a bounded soak (CHAOS_DURATION, default 2m, at most 3m): producers load the single-process
+## Logbook while it is killed or paused every few seconds; prints sent/acked/stored/lost/duplicated
+## per organization and fails on any loss or duplicate
+CHAOS_DURATION ?= 2m
+chaos: libchdb
+	LOGBOOK_CHAOS=1 LOGBOOK_CHAOS_DURATION=$(CHAOS_DURATION) go test -count=1 -timeout 10m -run '^TestChaos$$' -v ./deploy/logbook/faults/
 
 ## libchdb: fetch libchdb.so (ClickHouse engine, 178 MB download) into the per-user cache, once
 libchdb: $(CHDB_LIB)

@@ -207,10 +207,9 @@ func stored(t *testing.T, addr, org string) map[int]int {
 	}
 }
 
-// check waits until the pipeline has settled (both consumers have nothing pending and nothing
-// unacknowledged: a message held by the killed process comes back after the ack wait), then
-// asserts acked ⊆ stored ⊆ sent with no duplicates.
-func check(t *testing.T, n *node, org string, l *ledger) {
+// waitSettled waits until both consumers have nothing pending and nothing unacknowledged (a
+// message held by a killed process comes back after the ack wait).
+func waitSettled(t *testing.T, n *node) {
 	t.Helper()
 	nc, err := nats.Connect("nats://" + n.nats)
 	require.NoError(t, err)
@@ -231,6 +230,14 @@ func check(t *testing.T, n *node, org string, l *ledger) {
 		return true
 	}
 	require.Eventually(t, settled, 90*time.Second, 100*time.Millisecond, "the pipeline never settled:\n%s", n.log)
+}
+
+// check waits until the pipeline has settled (both consumers have nothing pending and nothing
+// unacknowledged: a message held by the killed process comes back after the ack wait), then
+// asserts acked ⊆ stored ⊆ sent with no duplicates.
+func check(t *testing.T, n *node, org string, l *ledger) {
+	t.Helper()
+	waitSettled(t, n)
 	counts := stored(t, n.addr, org)
 	var lost, dup, phantom []int
 	for i := range l.acked {

@@ -32,11 +32,15 @@ type Config struct {
 	FetchWait time.Duration
 	// AckWait is how long JetStream waits for an ack before redelivering. Default 30 s.
 	AckWait time.Duration
+	// MaxDeliveries bounds how often a raw message is delivered without being settled (a schema
+	// lookup failing, or a validator crashing on it); past it the message goes to the rejected
+	// stream with the reason, so a poison message never blocks the rest. Default 20.
+	MaxDeliveries int
 }
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
-	return Config{BatchSize: 500, FetchWait: time.Second, AckWait: 30 * time.Second}
+	return Config{BatchSize: 500, FetchWait: time.Second, AckWait: 30 * time.Second, MaxDeliveries: 20}
 }
 
 // schemas finds an action's schema: a *schema.Registry, whose organization-specific schemas
@@ -179,6 +183,13 @@ func (w *Worker) process(ctx context.Context, msgs []jetstream.Msg) {
 // unavailable).
 func (w *Worker) decide(ctx context.Context, m jetstream.Msg) (out *nats.Msg, valid bool) {
 	rec, err := event.Unmarshal(m.Data())
+	if meta, merr := m.Metadata(); merr == nil && w.cfg.MaxDeliveries > 0 && meta.NumDelivered > uint64(w.cfg.MaxDeliveries) {
+		org, id := orgFromSubject(m.Subject()), fmt.Sprintf("raw-seq:%d", meta.Sequence.Stream)
+		if err == nil {
+			org, id = rec.OrganizationID, rec.MsgID()
+		}
+		return rejected(org, id, m.Data(), fmt.Sprintf("delivered %d times without being settled; giving up", meta.NumDelivered)), false
+	}
 	if err != nil {
 		// No identity to go by: the raw stream sequence keeps a redelivery from being rejected twice.
 		id := ""

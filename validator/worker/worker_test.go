@@ -532,3 +532,25 @@ func TestFullValidStreamHoldsEventsBack(t *testing.T) {
 	assert.Nil(t, findByMsgID(t, js, event.StreamValid, rec.MsgID()))
 	assert.Zero(t, streamCount(t, js, event.StreamRejected), "a full stream is not a reason to reject")
 }
+
+// A message that can never be settled (here: schemas never reachable) goes to the rejected stream
+// with the reason after MaxDeliveries deliveries, and the events behind it still flow.
+func TestPoisonMessageIsRejectedAfterBoundedDeliveries(t *testing.T) {
+	e := newEnv(t)
+	reg := &flakyRegistry{Registry: e.reg}
+	reg.failures.Store(1 << 30)
+	cfg := testConfig()
+	cfg.MaxDeliveries = 2
+	startWorker(t, e.js, reg, cfg)
+
+	rec := newRecord(t, "org_poison")
+	publishRecord(t, e.js, rec)
+	var rej *jetstream.RawStreamMsg
+	require.Eventually(t, func() bool {
+		rej = findByMsgID(t, e.js, event.StreamRejected, rec.MsgID())
+		return rej != nil
+	}, waitFor, tick)
+	assert.Contains(t, rej.Header.Get(event.HeaderRejectReason), "delivered 3 times without being settled")
+	assert.Zero(t, streamCount(t, e.js, event.StreamValid))
+	requireDrained(t, e.js)
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
@@ -76,4 +77,15 @@ WHERE organization_id IN {orgs:Array(String)} AND id IN {ids:Array(String)}`,
 		out[id] = true
 	}
 	return out, errors.Join(rows.Err(), rows.Close())
+}
+
+// EachID streams, for org's events received at or after since, each event id with how many rows
+// hold it (more than one is a duplicate that escaped dedup).
+func (s *Store) EachID(ctx context.Context, org string, since time.Time, fn func(id string, rows uint64) error) error {
+	var id string
+	var n uint64
+	return s.db.Each(ctx, `SELECT id, count() FROM events
+WHERE organization_id = {org:String} AND received_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
+GROUP BY id`, Params{"org": Text(org), "since": strconv.FormatInt(since.UnixMilli(), 10)},
+		[]any{&id, &n}, func() error { return fn(id, n) })
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/logbookhq/logbook/queryapi/search"
 	"github.com/logbookhq/logbook/validator/worker"
 	"github.com/logbookhq/logbook/writer/batcher"
+	"github.com/logbookhq/logbook/writer/reconcile"
 )
 
 // Config is the single-process configuration.
@@ -193,6 +194,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	search.New(a.store, a.ret).Register(g)
 	organizations.New(a.ret, a.store, log.With("service", "queryapi")).Register(g)
 	exp.Register(g)
+	reconcile.NewAPI(js, a.store).Register(g)
 	exp.RegisterDownload(e)
 	return a, a.serve(e, cfg.Addr)
 }

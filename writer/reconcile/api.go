@@ -1,0 +1,57 @@
+package reconcile
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/logbookhq/logbook/pkg/wire"
+)
+
+// API serves GET /admin/reconcile?since=<RFC 3339 time or Go duration, default 24h>.
+type API struct {
+	js    jetstream.JetStream
+	store Store
+}
+
+// NewAPI returns the admin endpoint over js and store.
+func NewAPI(js jetstream.JetStream, store Store) *API { return &API{js: js, store: store} }
+
+// Register adds the route to g (which applies authentication).
+func (a *API) Register(g *echo.Group) { g.GET("/admin/reconcile", a.reconcile) }
+
+func (a *API) reconcile(c echo.Context) error {
+	since, err := ParseSince(c.QueryParam("since"), time.Now())
+	if err != nil {
+		return wire.BadRequest("invalid_query_parameter", err.Error(), []map[string]string{{"field": "since", "code": err.Error()}})
+	}
+	rep, err := Run(c.Request().Context(), a.js, a.store, since)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, rep)
+}
+
+// ParseSince reads a reconciliation start: an RFC 3339 time, a Go duration back from now ("2h"),
+// or "" for 24 hours back.
+func ParseSince(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return now.Add(-24 * time.Hour), nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, errSince
+	}
+	return t, nil
+}
+
+var errSince = sinceError("since must be an RFC 3339 time or a duration such as 2h")
+
+type sinceError string
+
+func (e sinceError) Error() string { return string(e) }

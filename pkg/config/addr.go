@@ -38,3 +38,7 @@ func (e *Env) BaseURL(name, def string) string {
 	}
 	return v
 }
+
+// Fail records that the variable's value v is unusable, saying what it must be instead: for checks
+// a caller makes beyond the typed readers.
+func (e *Env) Fail(name, v, want string) { e.fail(name, v, want) }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -57,8 +58,20 @@ func Register(e *echo.Echo, reg *prometheus.Registry, h *Health) {
 type Admin struct {
 	// Addr is the address it listens on.
 	Addr string
-	srv  *http.Server
-	done chan struct{}
+	// Registry and Health are what it serves.
+	Registry *prometheus.Registry
+	Health   *Health
+	srv      *http.Server
+	done     chan struct{}
+}
+
+// StartService starts a separate service's admin listener on addr (LOGBOOK_ADMIN_ADDR): a new
+// registry, and readiness that checks js's NATS connection; add the service's own checks and
+// metrics to the returned Admin.
+func StartService(ctx context.Context, addr string, js jetstream.JetStream, log *slog.Logger) (*Admin, error) {
+	h := NewHealth(log)
+	h.Add("nats", NATSCheck(js))
+	return StartAdmin(ctx, addr, NewRegistry(), h, log)
 }
 
 // StartAdmin listens on addr and serves Handler(reg, h) until Close. When ctx ends, readiness
@@ -69,7 +82,7 @@ func StartAdmin(ctx context.Context, addr string, reg *prometheus.Registry, h *H
 	if err != nil {
 		return nil, fmt.Errorf("failed to listen on admin address %s: %w", addr, err)
 	}
-	a := &Admin{Addr: ln.Addr().String(), done: make(chan struct{}),
+	a := &Admin{Addr: ln.Addr().String(), Registry: reg, Health: h, done: make(chan struct{}),
 		srv: &http.Server{Handler: Handler(reg, h), ReadHeaderTimeout: 5 * time.Second}}
 	go func() {
 		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -55,7 +55,17 @@ type Worker struct {
 	schemas  schemas
 	cfg      Config
 	log      *slog.Logger
+	metrics  Metrics
 }
+
+// Metrics is told how each batch was settled: stored as valid, stored as rejected, or left for
+// redelivery. An *obs.Validator; nil records nothing.
+type Metrics interface {
+	Settled(valid, rejected, retry int)
+}
+
+// UseMetrics makes the worker report to m. Call it before Run.
+func (w *Worker) UseMetrics(m Metrics) { w.metrics = m }
 
 // New creates (or joins) the durable validator consumer on the raw stream.
 func New(ctx context.Context, js jetstream.JetStream, reg schemas, cfg Config, log *slog.Logger) (*Worker, error) {
@@ -162,20 +172,24 @@ func (w *Worker) process(ctx context.Context, msgs []jetstream.Msg) {
 	}
 	<-done
 	failpoint.Inject("validator-after-publish") // republished, raw messages not yet acked
-	settle := func(r route, errs []error) {
+	settle := func(r route, errs []error) (stored int) {
 		for i, m := range r.from {
 			if errs[i] != nil {
 				w.log.Warn("republish failed; will retry", "subject", r.out[i].Subject, "err", errs[i])
 				_ = m.NakWithDelay(time.Second)
 				continue
 			}
+			stored++
 			if err := m.Ack(); err != nil {
 				w.log.Warn("ack failed (the message will be redelivered and deduplicated)", "err", err)
 			}
 		}
+		return stored
 	}
-	settle(valid, validErrs)
-	settle(rejected, rejErrs)
+	nValid, nRejected := settle(valid, validErrs), settle(rejected, rejErrs)
+	if w.metrics != nil {
+		w.metrics.Settled(nValid, nRejected, len(msgs)-nValid-nRejected)
+	}
 }
 
 // decide builds the message to publish for m: the same payload to the valid stream (valid true),

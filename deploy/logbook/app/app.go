@@ -32,6 +32,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/wire"
 	"github.com/logbookhq/logbook/queryapi/export"
 	"github.com/logbookhq/logbook/queryapi/organizations"
+	"github.com/logbookhq/logbook/queryapi/portal"
 	"github.com/logbookhq/logbook/queryapi/search"
 	"github.com/logbookhq/logbook/validator/worker"
 	"github.com/logbookhq/logbook/writer/batcher"
@@ -56,6 +57,7 @@ type Config struct {
 	Valid   worker.Config
 	Writer  batcher.Config
 	Export  export.Config
+	Portal  portal.Config
 	// RateLimit is the per-API-key token bucket.
 	RateLimit wire.RateLimitConfig
 	// RetentionSweep is how often shortened retentions are enforced on older rows. Default 1 h.
@@ -71,7 +73,7 @@ func ConfigFromEnv(env *config.Env) Config {
 	vc.AckWait = env.Duration("LOGBOOK_VALIDATOR_ACK_WAIT", vc.AckWait)
 	wc.AckWait = env.Duration("LOGBOOK_WRITER_ACK_WAIT", wc.AckWait)
 	ec := export.DefaultConfig()
-	ec.PublicURL = env.String("LOGBOOK_PUBLIC_URL", "")
+	ec.PublicURL = env.BaseURL("LOGBOOK_PUBLIC_URL", "")
 	return Config{
 		DataDir:        env.String("LOGBOOK_DATA_DIR", "./data"),
 		Addr:           env.String("LOGBOOK_ADDR", "127.0.0.1:8080"),
@@ -83,6 +85,7 @@ func ConfigFromEnv(env *config.Env) Config {
 		Valid:          vc,
 		Writer:         wc,
 		Export:         ec,
+		Portal:         portal.ConfigFromEnv(env),
 		RateLimit:      wire.RateLimitFromEnv(env),
 		RetentionSweep: env.Duration("LOGBOOK_RETENTION_SWEEP", time.Hour),
 	}
@@ -107,6 +110,7 @@ type App struct {
 	raw     *natsx.GroupCommit
 	cancel  context.CancelFunc
 	workers sync.WaitGroup
+	obs     *instruments
 }
 
 // Start brings Logbook up and returns once it serves HTTP. Close stops it.
@@ -144,6 +148,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if err := a.store.Migrate(ctx); err != nil {
 		return nil, err
 	}
+	a.obs = newInstruments(js, a.store, log)
 	if a.reg, err = schema.NewRegistry(ctx, js, log); err != nil {
 		return nil, err
 	}
@@ -160,11 +165,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if err != nil {
 		return nil, err
 	}
-	wr, err := batcher.New(ctx, js, retention.Stamper{Store: a.store, Policies: a.ret}, cfg.Writer, log.With("service", "writer"))
+	val.UseMetrics(a.obs.validator)
+	wr, err := batcher.New(ctx, js, retention.Stamper{Store: a.obs.writerStore, Policies: a.ret}, cfg.Writer, log.With("service", "writer"))
 	if err != nil {
 		return nil, err
 	}
-	exp, err := export.Open(ctx, js, a.store, a.ret, cfg.Export, log.With("service", "export"))
+	exp, err := export.Open(ctx, js, a.obs.queryStore, a.ret, cfg.Export, log.With("service", "export"))
 	if err != nil {
 		return nil, err
 	}
@@ -187,15 +193,21 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	raw := natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
 	a.raw = raw
 	e := wire.NewServer(log)
+	a.obs.serve(e)
 	g := e.Group("", wire.Auth(a.keys), wire.RateLimit(wire.NewLimiter(cfg.RateLimit)))
 	gw := gateway.New(raw, a.reg, cfg.Gateway, log.With("service", "ingest"))
 	gw.UseIdempotency(a.idem)
 	gw.Register(g)
-	search.New(a.store, a.ret).Register(g)
+	search.New(a.obs.queryStore, a.ret).Register(g)
 	organizations.New(a.ret, a.store, log.With("service", "queryapi")).Register(g)
 	exp.Register(g)
 	reconcile.NewAPI(js, a.store).Register(g)
 	exp.RegisterDownload(e)
+	links, err := portal.LoadLinks(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	portal.New(links, search.New(a.obs.queryStore, a.ret), exp, cfg.Portal, log.With("service", "portal")).Register(e, g)
 	return a, a.serve(e, cfg.Addr)
 }
 
@@ -223,6 +235,9 @@ func (a *App) serve(e *echo.Echo, addr string) error {
 // Close stops intake, lets the workers finish the batch in hand, and closes NATS and ClickHouse.
 func (a *App) Close() error {
 	var errs []error
+	if a.obs != nil {
+		a.obs.health.Stopping()
+	}
 	if a.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		errs = append(errs, a.http.Shutdown(ctx))
@@ -248,7 +263,7 @@ func (a *App) Close() error {
 		a.ret.Close()
 	}
 	if a.nc != nil {
-		errs = append(errs, a.nc.Drain())
+		errs = append(errs, natsx.DrainAndWait(a.nc, 10*time.Second))
 	}
 	if a.ns != nil {
 		a.ns.Shutdown()

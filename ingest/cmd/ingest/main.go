@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/logbookhq/logbook/ingest/gateway"
 	"github.com/logbookhq/logbook/ingest/idempotency"
@@ -17,6 +18,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/natsx"
+	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/schema"
 	"github.com/logbookhq/logbook/pkg/wire"
 )
@@ -35,14 +37,21 @@ func main() {
 func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	cfg := gateway.DefaultConfig()
 	cfg.MaxBodyBytes = env.Int("LOGBOOK_MAX_BODY_BYTES", cfg.MaxBodyBytes, 1<<10, 900<<10)
-	addr := env.String("LOGBOOK_ADDR", "0.0.0.0:8080")
+	addr := env.Addr("LOGBOOK_ADDR", "0.0.0.0:8080")
+	adminAddr := env.Addr("LOGBOOK_ADMIN_ADDR", obs.DefaultAdminAddr)
 	presetKey := env.String("LOGBOOK_API_KEY", "")
 	limits := wire.RateLimitFromEnv(env)
 	nc, js, err := natsx.ConnectFromEnv(ctx, env, "logbook-ingest")
 	if err != nil {
 		return err
 	}
-	defer nc.Drain()
+	defer natsx.DrainAndWait(nc, 10*time.Second)
+	adm, err := obs.StartService(ctx, adminAddr, js, log)
+	if err != nil {
+		return err
+	}
+	defer adm.Close()
+	adm.Registry.MustRegister(obs.NewJetStream("ingest", js, []string{event.StreamRaw}))
 	key, err := apikey.Ensure(ctx, js, presetKey)
 	if err != nil {
 		return err
@@ -68,6 +77,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	raw := natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
 	defer raw.Close()
 	e := wire.NewServer(log)
+	e.Use(obs.HTTP(adm.Registry, "ingest"))
 	gw := gateway.New(raw, reg, cfg, log)
 	gw.UseIdempotency(idem)
 	gw.Register(e.Group("", wire.Auth(keys), wire.RateLimit(wire.NewLimiter(limits))))

@@ -15,11 +15,14 @@ import (
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/natsx"
+	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/retention"
 	"github.com/logbookhq/logbook/pkg/store"
+	"github.com/logbookhq/logbook/pkg/store/storemetrics"
 	"github.com/logbookhq/logbook/pkg/wire"
 	"github.com/logbookhq/logbook/queryapi/export"
 	"github.com/logbookhq/logbook/queryapi/organizations"
+	"github.com/logbookhq/logbook/queryapi/portal"
 	"github.com/logbookhq/logbook/queryapi/search"
 )
 
@@ -35,10 +38,12 @@ func main() {
 }
 
 func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
-	addr := env.String("LOGBOOK_ADDR", "0.0.0.0:8080")
+	addr := env.Addr("LOGBOOK_ADDR", "0.0.0.0:8080")
+	adminAddr := env.Addr("LOGBOOK_ADMIN_ADDR", obs.DefaultAdminAddr)
+	pc := portal.ConfigFromEnv(env)
 	limits := wire.RateLimitFromEnv(env)
 	ec := export.DefaultConfig()
-	ec.PublicURL = env.String("LOGBOOK_PUBLIC_URL", "")
+	ec.PublicURL = env.BaseURL("LOGBOOK_PUBLIC_URL", "")
 	sweepEvery := env.Duration("LOGBOOK_RETENTION_SWEEP", time.Hour)
 	st, err := store.ServerFromEnv(ctx, env)
 	if err != nil {
@@ -50,7 +55,14 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer nc.Drain()
+	defer natsx.DrainAndWait(nc, 10*time.Second)
+	adm, err := obs.StartService(ctx, adminAddr, js, log)
+	if err != nil {
+		return err
+	}
+	defer adm.Close()
+	adm.Health.Add("clickhouse", st.Ping)
+	st = st.Decorate(storemetrics.Decorator(adm.Registry, "queryapi"))
 	keys, err := apikey.NewVerifier(ctx, js, log)
 	if err != nil {
 		return err
@@ -70,12 +82,18 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = exp.Run(ctx) }()
 	go func() { defer wg.Done(); organizations.Sweep(ctx, ret, st, sweepEvery, log) }()
+	links, err := portal.LoadLinks(ctx, js)
+	if err != nil {
+		return err
+	}
 	e := wire.NewServer(log)
+	e.Use(obs.HTTP(adm.Registry, "queryapi"))
 	g := e.Group("", wire.Auth(keys), wire.RateLimit(wire.NewLimiter(limits)))
 	search.New(st, ret).Register(g)
 	organizations.New(ret, st, log).Register(g)
 	exp.Register(g)
 	exp.RegisterDownload(e)
+	portal.New(links, search.New(st, ret), exp, pc, log).Register(e, g)
 	log.Info("listening", "addr", addr)
 	return wire.Serve(ctx, e, addr)
 }

@@ -8,9 +8,12 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/logbookhq/logbook/pkg/config"
+	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/natsx"
+	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/schema"
 	"github.com/logbookhq/logbook/validator/worker"
 )
@@ -27,22 +30,31 @@ func main() {
 }
 
 func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
-	nc, js, err := natsx.ConnectFromEnv(ctx, env, "logbook-validator")
+	cfg := worker.DefaultConfig()
+	cfg.AckWait = env.Duration("LOGBOOK_VALIDATOR_ACK_WAIT", cfg.AckWait)
+	adminAddr := env.Addr("LOGBOOK_ADMIN_ADDR", obs.DefaultAdminAddr)
+	nc, js, err := natsx.ConnectFromEnv(ctx, env, "logbook-validator") // reports every bad variable
 	if err != nil {
 		return err
 	}
-	defer nc.Drain()
+	defer natsx.DrainAndWait(nc, 10*time.Second)
+	adm, err := obs.StartService(ctx, adminAddr, js, log)
+	if err != nil {
+		return err
+	}
+	defer adm.Close()
+	adm.Registry.MustRegister(obs.NewJetStream("validator", js, []string{event.StreamRejected},
+		obs.Consumer{Stream: event.StreamRaw, Name: event.ConsumerValidator}))
 	reg, err := schema.NewRegistry(ctx, js, log)
 	if err != nil {
 		return err
 	}
 	defer reg.Close()
-	cfg := worker.DefaultConfig()
-	cfg.AckWait = env.Duration("LOGBOOK_VALIDATOR_ACK_WAIT", cfg.AckWait)
 	w, err := worker.New(ctx, js, reg, cfg, log)
 	if err != nil {
 		return err
 	}
+	w.UseMetrics(obs.NewValidator(adm.Registry))
 	log.Info("validating")
 	return w.Run(ctx)
 }

@@ -8,11 +8,15 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/logbookhq/logbook/pkg/config"
+	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/natsx"
+	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/retention"
 	"github.com/logbookhq/logbook/pkg/store"
+	"github.com/logbookhq/logbook/pkg/store/storemetrics"
 	"github.com/logbookhq/logbook/writer/batcher"
 )
 
@@ -32,6 +36,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	cfg.AckWait = env.Duration("LOGBOOK_WRITER_ACK_WAIT", cfg.AckWait)
 	cfg.MaxRows = int(env.Int("LOGBOOK_BATCH_ROWS", int64(cfg.MaxRows), 1, 1_000_000))
 	cfg.MaxWait = env.Duration("LOGBOOK_BATCH_WAIT", cfg.MaxWait)
+	adminAddr := env.Addr("LOGBOOK_ADMIN_ADDR", obs.DefaultAdminAddr)
 	st, err := store.ServerFromEnv(ctx, env)
 	if err != nil {
 		return err
@@ -44,14 +49,22 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer nc.Drain()
+	defer natsx.DrainAndWait(nc, 10*time.Second)
+	adm, err := obs.StartService(ctx, adminAddr, js, log)
+	if err != nil {
+		return err
+	}
+	defer adm.Close()
+	adm.Health.Add("clickhouse", st.Ping)
+	adm.Registry.MustRegister(obs.NewJetStream("writer", js, []string{event.StreamValid},
+		obs.Consumer{Stream: event.StreamValid, Name: event.ConsumerWriter}))
 	// Each row is stamped with its organization's current retention (the TTL drops parts by it).
 	ret, err := retention.Watch(ctx, js, log)
 	if err != nil {
 		return err
 	}
 	defer ret.Close()
-	w, err := batcher.New(ctx, js, retention.Stamper{Store: st, Policies: ret}, cfg, log)
+	w, err := batcher.New(ctx, js, retention.Stamper{Store: st.Decorate(storemetrics.Decorator(adm.Registry, "writer")), Policies: ret}, cfg, log)
 	if err != nil {
 		return err
 	}

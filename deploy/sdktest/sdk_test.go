@@ -139,7 +139,6 @@ func containsAll(t *testing.T, got []string, want ...string) {
 	assert.Len(t, got, len(want), "%v", got)
 }
 
-
 // logbookRetention is the retention Logbook applies to org now.
 func logbookRetention(t *testing.T, org string) uint16 {
 	t.Helper()

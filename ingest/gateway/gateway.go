@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -65,6 +66,7 @@ type Gateway struct {
 	pub     publisher
 	schemas schemas
 	keys    keys
+	marking sync.WaitGroup
 	cfg     Config
 	log     *slog.Logger
 	now     func() time.Time
@@ -161,12 +163,24 @@ func (gw *Gateway) createOnce(c echo.Context, rec *event.Record, key string) err
 	if err := gw.publish(ctx, rec, event.RawMsgID(rec.OrganizationID, key, rec.ID)); err != nil {
 		return err
 	}
-	if err := gw.keys.Done(ctx, k, claim); err != nil {
-		// The event is stored; a later repeat republishes the same record, which is deduplicated.
-		gw.log.Warn("idempotency record not marked done", "org_id", rec.OrganizationID, "event_id", rec.ID, "err", err)
-	}
+	// The answer does not wait for the record to say done: until it does, a repeat publishes the
+	// identical record again, which the raw stream's duplicate window collapses (a producer that got
+	// no answer retries within it), so the wait would only add a disk sync to every request.
+	gw.marking.Add(1)
+	go func() {
+		defer gw.marking.Done()
+		mctx, cancel := context.WithTimeout(context.Background(), gw.cfg.PublishTimeout)
+		defer cancel()
+		if err := gw.keys.Done(mctx, k, claim); err != nil {
+			gw.log.Warn("idempotency record not marked done", "org_id", rec.OrganizationID, "event_id", rec.ID, "err", err)
+		}
+	}()
 	return c.JSON(http.StatusOK, createEventResponse{Success: true})
 }
+
+// Wait waits for the idempotency records still being marked done; call it before closing the
+// idempotency store.
+func (gw *Gateway) Wait() { gw.marking.Wait() }
 
 // checkSchema answers a schema violation in the response, as WorkOS does: the organization's own
 // schema for the action when it has one, else the environment's. The validator worker applies the

@@ -86,11 +86,9 @@ func Digest(org string, ev *event.Event) (string, error) {
 }
 
 // Claim stores rec (state Pending) under key unless the key is taken. It returns nil when rec was
-// stored, and the record already there otherwise.
+// stored, and the record already there otherwise. The create is tried first (a repeat is the rare
+// case, so no read is spent on the common one); only when it fails is the record read.
 func (s *Store) Claim(ctx context.Context, key string, rec Record) (existing *Record, err error) {
-	if existing, err := s.get(ctx, key); err != nil || existing != nil {
-		return existing, err
-	}
 	rec.State = Pending
 	err = s.write(ctx, key, rec, true)
 	if err == nil {

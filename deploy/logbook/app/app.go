@@ -106,6 +106,7 @@ type App struct {
 	keys    *apikey.Verifier
 	ret     *retention.Policies
 	idem    *idempotency.Store
+	gw      *gateway.Gateway
 	http    *http.Server
 	raw     *natsx.GroupCommit
 	cancel  context.CancelFunc
@@ -195,9 +196,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	e := wire.NewServer(log)
 	a.obs.serve(e)
 	g := e.Group("", wire.Auth(a.keys), wire.RateLimit(wire.NewLimiter(cfg.RateLimit)))
-	gw := gateway.New(raw, a.reg, cfg.Gateway, log.With("service", "ingest"))
-	gw.UseIdempotency(a.idem)
-	gw.Register(g)
+	a.gw = gateway.New(raw, a.reg, cfg.Gateway, log.With("service", "ingest"))
+	a.gw.UseIdempotency(a.idem)
+	a.gw.Register(g)
 	search.New(a.obs.queryStore, a.ret).Register(g)
 	organizations.New(a.ret, a.store, log.With("service", "queryapi")).Register(g)
 	exp.Register(g)
@@ -245,6 +246,9 @@ func (a *App) Close() error {
 	}
 	if a.raw != nil {
 		a.raw.Close()
+	}
+	if a.gw != nil {
+		a.gw.Wait()
 	}
 	if a.idem != nil {
 		a.idem.Close()

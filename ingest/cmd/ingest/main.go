@@ -79,6 +79,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	e := wire.NewServer(log)
 	e.Use(obs.HTTP(adm.Registry, "ingest"))
 	gw := gateway.New(raw, reg, cfg, log)
+	defer gw.Wait() // before the idempotency store closes
 	gw.UseIdempotency(idem)
 	gw.Register(e.Group("", wire.Auth(keys), wire.RateLimit(wire.NewLimiter(limits))))
 	log.Info("listening", "addr", addr)

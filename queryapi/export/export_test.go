@@ -1,0 +1,120 @@
+package export_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/natstest"
+	"github.com/logbookhq/logbook/pkg/storetest"
+	"github.com/logbookhq/logbook/queryapi/export"
+)
+
+type noRetention struct{}
+
+func (noRetention) Days(string) uint16 { return 0 }
+
+// A job left pending by a process that died (its lease ran out) is picked up by another replica's
+// sweep and finished; one that has used up its attempts is marked "error" instead of staying
+// pending forever.
+func TestAbandonedJobsAreFinishedOrFailed(t *testing.T) {
+	ctx := context.Background()
+	_, js := natstest.New(t)
+	st := storetest.Shared(t)
+	org := storetest.NewOrg(t)
+	at := time.Now().UTC().Add(-time.Hour).Truncate(time.Millisecond)
+	require.NoError(t, st.Insert(ctx, "test:"+org+":export", []*event.Record{{
+		ID: "01EXPORTTEST0000000000001", OrganizationID: org, ReceivedAt: at,
+		Event: event.Event{Action: "user.signed_in", OccurredAt: at, Actor: event.Entity{ID: "u1", Type: "user", Name: "-cmd|' /C calc'!A0"},
+			Targets: []event.Entity{}, Context: event.Context{Location: "\t1.2.3.4"}},
+	}}))
+
+	jobs, err := js.KeyValue(ctx, event.BucketExports)
+	require.NoError(t, err)
+	put := func(id string, attempts int) {
+		raw, _ := json.Marshal(export.Job{
+			ID: id, OrganizationID: org, State: export.StatePending, CreatedAt: at, UpdatedAt: at,
+			Filter:   export.Filter{RangeStart: at.Add(-time.Minute), RangeEnd: time.Now().Add(time.Minute)},
+			Attempts: attempts, LeaseOwner: "a-process-that-died", LeaseUntil: time.Now().Add(-time.Second),
+		})
+		_, err := jobs.Put(ctx, id, raw)
+		require.NoError(t, err)
+	}
+	const retried, exhausted = "audit_log_export_01ARZ3NDEKTSV4RRFFQ69G5FA1", "audit_log_export_01ARZ3NDEKTSV4RRFFQ69G5FA2"
+	put(retried, 1)
+	put(exhausted, 3)
+
+	cfg := export.DefaultConfig()
+	cfg.Sweep, cfg.Lease = 50*time.Millisecond, time.Second
+	svc, err := export.Open(ctx, js, st, noRetention{}, cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(rctx) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+
+	state := func(id string) export.Job {
+		e, err := jobs.Get(ctx, id)
+		require.NoError(t, err)
+		var j export.Job
+		require.NoError(t, json.Unmarshal(e.Value(), &j))
+		return j
+	}
+	require.Eventually(t, func() bool { return state(retried).State == export.StateReady }, 20*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return state(exhausted).State == export.StateError }, 20*time.Second, 20*time.Millisecond)
+	assert.Equal(t, int64(1), state(retried).Rows)
+	assert.Equal(t, 2, state(retried).Attempts)
+
+	files, err := js.ObjectStore(ctx, event.ObjectsExports)
+	require.NoError(t, err)
+	b, err := files.GetBytes(ctx, retried+".csv")
+	require.NoError(t, err)
+	rows, err := csv.NewReader(bytes.NewReader(b)).ReadAll()
+	require.NoError(t, err)
+	require.Len(t, rows, 2)
+	assert.Equal(t, export.Columns, rows[0])
+	assert.Equal(t, "'-cmd|' /C calc'!A0", rows[1][8], "actor_name neutralised")
+	assert.Equal(t, "'\t1.2.3.4", rows[1][11], "location neutralised")
+	_, err = files.GetInfo(ctx, exhausted+".csv")
+	assert.ErrorIs(t, err, jetstream.ErrObjectNotFound)
+}
+
+func TestNeutralize(t *testing.T) {
+	for in, want := range map[string]string{
+		"=SUM(A1)": "'=SUM(A1)", "+1": "'+1", "-1": "'-1", "@x": "'@x", "\tx": "'\tx", "\rx": "'\rx", "\nx": "'\nx",
+		"": "", "plain": "plain", "a=b": "a=b", `"quoted"`: `"quoted"`, "1,2;3": "1,2;3",
+	} {
+		assert.Equal(t, want, export.Neutralize(in), "%q", in)
+	}
+	// Round trip through encoding/csv: the reader gets "'" + the original back.
+	var b bytes.Buffer
+	w := csv.NewWriter(&b)
+	require.NoError(t, w.Write([]string{export.Neutralize(`=HYPERLINK("http://x","a,b")`)}))
+	w.Flush()
+	got, err := csv.NewReader(strings.NewReader(b.String())).Read()
+	require.NoError(t, err)
+	assert.Equal(t, `'=HYPERLINK("http://x","a,b")`, got[0])
+}
+
+func TestParseRequestKeepsFilters(t *testing.T) {
+	org, f, err := export.ParseRequest([]byte(`{"organization_id":"org_1","range_start":"2026-01-01T00:00:00.000Z",
+	  "range_end":"2026-02-01T00:00:00+01:00","actions":["a.b"],"actors":["Ada"],"actor_names":["Bob"],"actor_ids":["u1"],
+	  "targets":["team"]}`))
+	require.NoError(t, err)
+	assert.Equal(t, "org_1", org)
+	assert.Equal(t, []string{"a.b"}, f.Actions)
+	assert.ElementsMatch(t, []string{"Ada", "Bob"}, f.ActorNames, "actors is the deprecated actor_names")
+	assert.Equal(t, []string{"u1"}, f.ActorIDs)
+	assert.Equal(t, []string{"team"}, f.TargetTypes)
+	assert.Equal(t, time.Date(2026, 1, 31, 23, 0, 0, 0, time.UTC), f.RangeEnd)
+}

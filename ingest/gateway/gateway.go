@@ -91,6 +91,7 @@ func New(pub publisher, reg schemas, cfg Config, log *slog.Logger) *Gateway {
 // Register adds the gateway's routes to g (which applies authentication).
 func (gw *Gateway) Register(g *echo.Group) {
 	g.POST("/audit_logs/events", gw.createEvent)
+	g.POST("/audit_logs/events/bulk", gw.createBulk)
 	gw.registerSchemas(g)
 }
 

@@ -7,6 +7,7 @@ require (
 	github.com/logbookhq/logbook/pkg v0.0.0
 	github.com/nats-io/nats.go v1.55.0
 	github.com/oklog/ulid/v2 v2.1.2
+	github.com/stretchr/testify v1.12.1
 )
 
 require (

@@ -89,3 +89,20 @@ WHERE organization_id = {org:String} AND received_at >= fromUnixTimestamp64Milli
 GROUP BY id`, Params{"org": Text(org), "since": strconv.FormatInt(since.UnixMilli(), 10)},
 		[]any{&id, &n}, func() error { return fn(id, n) })
 }
+
+// CreateTableQuery returns the engine's own CREATE statement for table, as it stands now.
+func (s *Store) CreateTableQuery(ctx context.Context, table string) (string, error) {
+	rows, err := s.db.Query(ctx, `SELECT create_table_query FROM system.tables
+WHERE database = currentDatabase() AND name = {table:String}`, Params{"table": Text(table)})
+	if err != nil {
+		return "", fmt.Errorf("failed to read table %s: %w", table, err)
+	}
+	defer rows.Close()
+	var q string
+	if rows.Next() {
+		if err := rows.Scan(&q); err != nil {
+			return "", err
+		}
+	}
+	return q, rows.Err()
+}

@@ -139,3 +139,17 @@ func TestOddTextParametersAreHarmless(t *testing.T) {
 		assert.Empty(t, page)
 	}
 }
+
+// The events table keeps the settings exactly-once and durability rest on (they default to off).
+func TestEventsTableSettings(t *testing.T) {
+	s := storetest.Shared(t)
+	ddl, err := s.CreateTableQuery(context.Background(), "events")
+	require.NoError(t, err)
+	for _, want := range []string{
+		"non_replicated_deduplication_window = 10000", "fsync_after_insert = 1", "fsync_part_directory = 1",
+		"ttl_only_drop_parts = 1", "PARTITION BY (toYYYYMM(occurred_at), retention_days)",
+		"ORDER BY (organization_id, toStartOfHour(occurred_at), occurred_at, id)",
+	} {
+		assert.Contains(t, ddl, want)
+	}
+}

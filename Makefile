@@ -22,10 +22,12 @@ test: libchdb sdk
 
 ## chaos: a bounded soak (CHAOS_DURATION, default 2m, at most 3m): producers load the single-process
 ## Logbook while it is killed or paused every few seconds; prints sent/acked/stored/lost/duplicated
-## per organization and fails on any loss or duplicate
+## per organization and fails on any loss or duplicate; then a three-node R3 NATS cluster on loopback
+## loses its stream leader and its quorum, and every acknowledged write must survive
 CHAOS_DURATION ?= 2m
 chaos: libchdb
-	LOGBOOK_CHAOS=1 LOGBOOK_CHAOS_DURATION=$(CHAOS_DURATION) go test -count=1 -timeout 10m -run '^TestChaos$$' -v ./deploy/logbook/faults/
+	LOGBOOK_CHAOS=1 LOGBOOK_CHAOS_DURATION=$(CHAOS_DURATION) go test -count=1 -timeout 10m -v \
+		-run '^(TestChaos|TestR3ClusterKeepsAcknowledgedWrites)$$' ./deploy/logbook/faults/ ./pkg/natsx/
 
 ## libchdb: fetch libchdb.so (ClickHouse engine, 178 MB download) into the per-user cache, once
 libchdb: $(CHDB_LIB)

@@ -115,6 +115,9 @@ func TestSchemaListsAndOrganizationSchemas(t *testing.T) {
 		require.Equal(t, 201, r.status, "%s", r.raw)
 	}
 	for _, action := range []string{"a.one", "a.two", "a.three"} {
+		// Actions are ordered by their first schema's creation time (milliseconds; ties by name):
+		// keep the three apart so the expected order is the creation order.
+		time.Sleep(3 * time.Millisecond)
 		require.Equal(t, 201, c.do("POST", "/audit_logs/actions/"+action+"/schemas", schemaBody("number")).status)
 	}
 

@@ -11,11 +11,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/natsx"
 )
 
 // MinKeyLen is the shortest key Logbook accepts from LOGBOOK_API_KEY.
@@ -85,8 +87,7 @@ func Generate() (string, error) {
 type Verifier struct {
 	mu     sync.RWMutex
 	hashes map[string]bool
-	stop   context.CancelFunc
-	done   chan struct{}
+	m      *natsx.Mirror
 }
 
 // NewVerifier loads the key hashes and keeps watching until Close.
@@ -95,42 +96,20 @@ func NewVerifier(ctx context.Context, js jetstream.JetStream, log *slog.Logger) 
 	if err != nil {
 		return nil, fmt.Errorf("failed to open bucket %s: %w", event.BucketAPIKeys, err)
 	}
-	wctx, cancel := context.WithCancel(context.Background())
-	w, err := kv.WatchAll(wctx)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("failed to watch bucket %s: %w", event.BucketAPIKeys, err)
-	}
-	v := &Verifier{hashes: map[string]bool{}, stop: cancel, done: make(chan struct{})}
-	loaded := make(chan struct{})
-	go func() {
-		defer close(v.done)
-		defer func() { _ = w.Stop() }()
-		for e := range w.Updates() {
-			if e == nil {
-				select {
-				case <-loaded:
-				default:
-					close(loaded)
-				}
-				continue
-			}
-			if len(e.Key()) <= len(hashPrefix) || e.Key()[:len(hashPrefix)] != hashPrefix {
-				continue
-			}
-			v.mu.Lock()
-			v.hashes[e.Key()[len(hashPrefix):]] = e.Operation() == jetstream.KeyValuePut
-			v.mu.Unlock()
+	v := &Verifier{hashes: map[string]bool{}}
+	v.m, err = natsx.WatchBucket(ctx, kv, func(e jetstream.KeyValueEntry) {
+		hash, ok := strings.CutPrefix(e.Key(), hashPrefix)
+		if !ok {
+			return
 		}
-		log.Debug("api key watch stopped")
-	}()
-	select {
-	case <-loaded:
-		return v, nil
-	case <-ctx.Done():
-		v.Close()
-		return nil, fmt.Errorf("failed to load api keys: %w", ctx.Err())
+		v.mu.Lock()
+		v.hashes[hash] = e.Operation() == jetstream.KeyValuePut
+		v.mu.Unlock()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to load api keys: %w", err)
 	}
+	return v, nil
 }
 
 // Valid reports whether key is a known API key. Only hashes are compared, so the comparison
@@ -146,7 +125,4 @@ func (v *Verifier) Valid(key string) bool {
 }
 
 // Close stops the watch.
-func (v *Verifier) Close() {
-	v.stop()
-	<-v.done
-}
+func (v *Verifier) Close() { v.m.Stop() }

@@ -10,8 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/logbookhq/logbook/pkg/event"
-	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/natstest"
+	"github.com/logbookhq/logbook/pkg/natsx"
 )
 
 // Acks sent just before DrainAndWait reach the server: nothing is redelivered afterwards.

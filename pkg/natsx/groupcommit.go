@@ -31,7 +31,6 @@ func DefaultGroupConfig() GroupConfig {
 	return GroupConfig{MaxMsgs: 1000, MaxBytes: 8 << 20, MaxInFlight: 2, Timeout: 10 * time.Second}
 }
 
-
 // GroupCommit publishes messages to one stream in JetStream atomic batches, so that messages
 // published concurrently share one disk sync (group commit). With sync always, a batch of 1000
 // costs about what one message does. Each caller returns once its own message is stored (or not).

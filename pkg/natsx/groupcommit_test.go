@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/logbookhq/logbook/pkg/event"
-	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/natstest"
+	"github.com/logbookhq/logbook/pkg/natsx"
 )
 
 func rawMsg(org, id string, size int) *nats.Msg {

@@ -9,8 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/logbookhq/logbook/pkg/event"
-	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/natstest"
+	"github.com/logbookhq/logbook/pkg/natsx"
 )
 
 // The live stream configuration, read back from the server, must keep every durability setting.

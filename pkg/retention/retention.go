@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/store"
 )
 
@@ -63,8 +64,7 @@ type Policies struct {
 	kv   jetstream.KeyValue
 	mu   sync.RWMutex
 	days map[string]uint16
-	stop context.CancelFunc
-	done chan struct{}
+	m    *natsx.Mirror
 }
 
 // Watch opens the retention bucket, loads every setting and keeps watching until Close.
@@ -73,45 +73,23 @@ func Watch(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*Poli
 	if err != nil {
 		return nil, fmt.Errorf("failed to open bucket %s: %w", event.BucketRetention, err)
 	}
-	wctx, cancel := context.WithCancel(context.Background())
-	w, err := kv.WatchAll(wctx)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("failed to watch bucket %s: %w", event.BucketRetention, err)
-	}
-	p := &Policies{kv: kv, days: map[string]uint16{}, stop: cancel, done: make(chan struct{})}
-	loaded := make(chan struct{})
-	go func() {
-		defer close(p.done)
-		defer func() { _ = w.Stop() }()
-		initial := true
-		for e := range w.Updates() {
-			if e == nil {
-				if initial {
-					close(loaded)
-					initial = false
-				}
-				continue
-			}
-			if e.Operation() != jetstream.KeyValuePut {
-				p.remember(e.Key(), 0)
-				continue
-			}
-			var s Setting
-			if err := json.Unmarshal(e.Value(), &s); err != nil || s.Days < 0 || s.Days > MaxDays {
-				log.Error("skipping unreadable retention setting", "org_id", e.Key(), "err", err)
-				continue
-			}
-			p.remember(e.Key(), uint16(s.Days))
+	p := &Policies{kv: kv, days: map[string]uint16{}}
+	p.m, err = natsx.WatchBucket(ctx, kv, func(e jetstream.KeyValueEntry) {
+		if e.Operation() != jetstream.KeyValuePut {
+			p.remember(e.Key(), 0)
+			return
 		}
-	}()
-	select {
-	case <-loaded:
-		return p, nil
-	case <-ctx.Done():
-		p.Close()
-		return nil, fmt.Errorf("failed to load retention settings: %w", ctx.Err())
+		var s Setting
+		if err := json.Unmarshal(e.Value(), &s); err != nil || s.Days < 0 || s.Days > MaxDays {
+			log.Error("skipping unreadable retention setting", "org_id", e.Key(), "err", err)
+			return
+		}
+		p.remember(e.Key(), uint16(s.Days))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to load retention settings: %w", err)
 	}
+	return p, nil
 }
 
 func (p *Policies) remember(org string, days uint16) {
@@ -125,10 +103,7 @@ func (p *Policies) remember(org string, days uint16) {
 }
 
 // Close stops the watch.
-func (p *Policies) Close() {
-	p.stop()
-	<-p.done
-}
+func (p *Policies) Close() { p.m.Stop() }
 
 // Days returns org's current retention in days, 0 when it has none (events are kept).
 func (p *Policies) Days(org string) uint16 {

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/natsx"
 )
 
 // ErrUnknownVersion is returned when an event names a schema version its action does not have.
@@ -49,8 +50,7 @@ type Registry struct {
 	now    func() time.Time
 	mu     sync.RWMutex
 	byName map[string][]*entry // scoped(org, action) -> versions, index = version-1 (nil holes until loaded)
-	stop   context.CancelFunc
-	done   chan struct{}
+	m      *natsx.Mirror
 }
 
 // NewRegistry opens the schemas bucket, loads every version and keeps watching for new ones until
@@ -60,43 +60,19 @@ func NewRegistry(ctx context.Context, js jetstream.JetStream, log *slog.Logger) 
 	if err != nil {
 		return nil, fmt.Errorf("failed to open bucket %s: %w", event.BucketSchemas, err)
 	}
-	wctx, cancel := context.WithCancel(context.Background())
-	w, err := kv.WatchAll(wctx)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("failed to watch bucket %s: %w", event.BucketSchemas, err)
-	}
-	r := &Registry{kv: kv, log: log, now: time.Now, byName: map[string][]*entry{}, stop: cancel, done: make(chan struct{})}
-	loaded := make(chan struct{})
-	go r.watch(w, loaded)
-	select {
-	case <-loaded:
-		return r, nil
-	case <-ctx.Done():
-		r.Close()
-		return nil, fmt.Errorf("failed to load schemas: %w", ctx.Err())
-	}
-}
-
-func (r *Registry) watch(w jetstream.KeyWatcher, loaded chan struct{}) {
-	defer close(r.done)
-	defer func() { _ = w.Stop() }()
-	initial := true
-	for e := range w.Updates() {
-		if e == nil { // end of the initial values
-			if initial {
-				close(loaded)
-				initial = false
-			}
-			continue
-		}
+	r := &Registry{kv: kv, log: log, now: time.Now, byName: map[string][]*entry{}}
+	r.m, err = natsx.WatchBucket(ctx, kv, func(e jetstream.KeyValueEntry) {
 		if e.Operation() != jetstream.KeyValuePut {
-			continue
+			return
 		}
 		if err := r.load(e.Value()); err != nil {
 			r.log.Error("skipping unreadable schema", "key", e.Key(), "err", err)
 		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to load schemas: %w", err)
 	}
+	return r, nil
 }
 
 func (r *Registry) load(raw []byte) (err error) {
@@ -125,10 +101,7 @@ func (r *Registry) put(e *entry) {
 }
 
 // Close stops the watch.
-func (r *Registry) Close() {
-	r.stop()
-	<-r.done
-}
+func (r *Registry) Close() { r.m.Stop() }
 
 // Lookup returns the compiled environment schema an event of action with the given version must
 // satisfy. Version 0 (not sent) means version 1, as with WorkOS. It returns nil, nil when the action

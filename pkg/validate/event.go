@@ -108,7 +108,9 @@ func decodeObject(body []byte) (map[string]any, error) {
 
 type checker struct{ errs FieldErrors }
 
-func (c *checker) add(field, code string) { c.errs = append(c.errs, FieldError{Field: field, Code: code}) }
+func (c *checker) add(field, code string) {
+	c.errs = append(c.errs, FieldError{Field: field, Code: code})
+}
 
 func (c *checker) allowOnly(prefix string, obj map[string]any, keys ...string) {
 	for k := range obj {

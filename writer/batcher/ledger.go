@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/logbookhq/logbook/pkg/natsx"
 )
 
 // BucketBatches is the key-value bucket where writers record their batches.
@@ -75,8 +77,7 @@ type ledger struct {
 	// byLast holds recs sorted by last sequence, for covering; rebuilt when dirty.
 	byLast []*batchRecord
 	dirty  bool
-	stop   context.CancelFunc
-	done   chan struct{}
+	m      *natsx.Mirror
 }
 
 func openLedger(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) (*ledger, error) {
@@ -91,54 +92,29 @@ func openLedger(ctx context.Context, js jetstream.JetStream, replicas int, log *
 	if err != nil {
 		return nil, fmt.Errorf("failed to open bucket %s: %w", BucketBatches, err)
 	}
-	wctx, cancel := context.WithCancel(context.Background())
-	w, err := kv.WatchAll(wctx)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("failed to watch bucket %s: %w", BucketBatches, err)
-	}
-	l := &ledger{kv: kv, recs: map[string]*batchRecord{}, stop: cancel, done: make(chan struct{})}
-	loaded := make(chan struct{})
-	go func() {
-		defer close(l.done)
-		defer func() { _ = w.Stop() }()
-		initial := true
-		for e := range w.Updates() {
-			if e == nil {
-				if initial {
-					close(loaded)
-					initial = false
-				}
-				continue
-			}
-			l.mu.Lock()
-			if e.Operation() != jetstream.KeyValuePut {
-				delete(l.recs, e.Key())
-			} else {
-				var r batchRecord
-				if err := json.Unmarshal(e.Value(), &r); err != nil || len(r.Runs) == 0 {
-					log.Error("skipping unreadable batch record", "key", e.Key(), "err", err)
-				} else {
-					l.recs[e.Key()] = &r
-				}
-			}
-			l.dirty = true
-			l.mu.Unlock()
+	l := &ledger{kv: kv, recs: map[string]*batchRecord{}}
+	l.m, err = natsx.WatchBucket(ctx, kv, func(e jetstream.KeyValueEntry) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.dirty = true
+		if e.Operation() != jetstream.KeyValuePut {
+			delete(l.recs, e.Key())
+			return
 		}
-	}()
-	select {
-	case <-loaded:
-		return l, nil
-	case <-ctx.Done():
-		l.close()
-		return nil, fmt.Errorf("failed to load batch records: %w", ctx.Err())
+		var r batchRecord
+		if err := json.Unmarshal(e.Value(), &r); err != nil || len(r.Runs) == 0 {
+			log.Error("skipping unreadable batch record", "key", e.Key(), "err", err)
+			return
+		}
+		l.recs[e.Key()] = &r
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to load batch records: %w", err)
 	}
+	return l, nil
 }
 
-func (l *ledger) close() {
-	l.stop()
-	<-l.done
-}
+func (l *ledger) close() { l.m.Stop() }
 
 func recordKey(r *batchRecord) string { return fmt.Sprintf("b.%d", r.first()) }
 

@@ -32,6 +32,9 @@ type Org struct {
 	Unvalidated []string `json:"unvalidated"`
 	// Missing: valid, settled by the writer, yet not in ClickHouse.
 	Missing []string `json:"missing"`
+	// Unaccepted: valid or rejected, yet not in the raw stream, which every event enters first: the
+	// raw stream lost messages (a damaged store), or something wrote past the gateway.
+	Unaccepted []string `json:"unaccepted"`
 	// Duplicated: held by more than one row in ClickHouse.
 	Duplicated []string `json:"duplicated"`
 	// Unknown: in ClickHouse but not in the valid stream (older than the stream's retention, or
@@ -41,13 +44,14 @@ type Org struct {
 	DuplicatedN  int      `json:"duplicated_count"`
 	UnvalidatedN int      `json:"unvalidated_count"`
 	UnknownN     int      `json:"unknown_count"`
+	UnacceptedN  int      `json:"unaccepted_count"`
 }
 
 // Report is the result of a reconciliation.
 type Report struct {
 	Since         time.Time `json:"since"`
 	Organizations []Org     `json:"organizations"`
-	// OK is true when nothing is missing, unvalidated or duplicated.
+	// OK is true when nothing is missing, unvalidated, unaccepted or duplicated.
 	OK bool `json:"ok"`
 }
 
@@ -76,14 +80,20 @@ func Run(ctx context.Context, js jetstream.JetStream, store Store, since time.Ti
 		return nil, err
 	}
 	rep := &Report{Since: since, OK: true}
-	orgs := make([]string, 0, len(raw.ids))
-	for o := range raw.ids {
+	orgSet := map[string]bool{}
+	for _, m := range []map[string]map[string]bool{raw.ids, valid.ids, rejected.ids} {
+		for o := range m {
+			orgSet[o] = true
+		}
+	}
+	orgs := make([]string, 0, len(orgSet))
+	for o := range orgSet {
 		orgs = append(orgs, o)
 	}
 	sort.Strings(orgs)
 	for _, org := range orgs {
 		o := Org{Organization: org, Accepted: len(raw.ids[org]), Valid: len(valid.ids[org]), Rejected: len(rejected.ids[org]),
-			Unvalidated: []string{}, Missing: []string{}, Duplicated: []string{}, Unknown: []string{}}
+			Unvalidated: []string{}, Missing: []string{}, Duplicated: []string{}, Unknown: []string{}, Unaccepted: []string{}}
 		stored := map[string]uint64{}
 		if err := store.EachID(ctx, org, since, func(id string, rows uint64) error {
 			stored[id] = rows
@@ -110,6 +120,14 @@ func Run(ctx context.Context, js jetstream.JetStream, store Store, since time.Ti
 				o.Missing = appendCapped(o.Missing, id)
 			}
 		}
+		for _, later := range []map[string]bool{valid.ids[org], rejected.ids[org]} {
+			for id := range later {
+				if !raw.ids[org][id] {
+					o.UnacceptedN++
+					o.Unaccepted = appendCapped(o.Unaccepted, id)
+				}
+			}
+		}
 		for id, rows := range stored {
 			if rows > 1 {
 				o.DuplicatedN++
@@ -120,10 +138,10 @@ func Run(ctx context.Context, js jetstream.JetStream, store Store, since time.Ti
 				o.Unknown = appendCapped(o.Unknown, id)
 			}
 		}
-		for _, l := range [][]string{o.Unvalidated, o.Missing, o.Duplicated, o.Unknown} {
+		for _, l := range [][]string{o.Unvalidated, o.Missing, o.Duplicated, o.Unknown, o.Unaccepted} {
 			sort.Strings(l)
 		}
-		rep.OK = rep.OK && o.MissingN == 0 && o.UnvalidatedN == 0 && o.DuplicatedN == 0
+		rep.OK = rep.OK && o.MissingN == 0 && o.UnvalidatedN == 0 && o.DuplicatedN == 0 && o.UnacceptedN == 0
 		rep.Organizations = append(rep.Organizations, o)
 	}
 	return rep, nil

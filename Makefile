@@ -1,6 +1,6 @@
 # Logbook. `make run` starts everything in one process; `make test` runs every module's tests.
 SHELL := /bin/bash
-MODULES := pkg ingest validator writer queryapi deploy/logbook deploy/sdktest
+MODULES := pkg ingest validator writer queryapi deploy/logbook deploy/sdktest deploy/browsertest deploy/servertest
 GO_PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 CHDB_LIB ?= $(or $(LOGBOOK_CHDB_LIB),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/logbook/chdb/26.7.3-stable.1/libchdb.so)
 export LOGBOOK_CHDB_LIB := $(CHDB_LIB)
@@ -42,10 +42,10 @@ $(SDK_NODE_DIR)/.installed:
 ## build: the single-process binary and the four service binaries, into ./bin
 build:
 	CGO_ENABLED=0 go build -o bin/logbook ./deploy/logbook
-	CGO_ENABLED=0 go build -o bin/ingest ./ingest/cmd/ingest
-	CGO_ENABLED=0 go build -o bin/validator ./validator/cmd/validator
-	CGO_ENABLED=0 go build -o bin/writer ./writer/cmd/writer
-	CGO_ENABLED=0 go build -o bin/queryapi ./queryapi/cmd/queryapi
+	CGO_ENABLED=0 go build -tags nochdb -o bin/ingest ./ingest/cmd/ingest
+	CGO_ENABLED=0 go build -tags nochdb -o bin/validator ./validator/cmd/validator
+	CGO_ENABLED=0 go build -tags nochdb -o bin/writer ./writer/cmd/writer
+	CGO_ENABLED=0 go build -tags nochdb -o bin/queryapi ./queryapi/cmd/queryapi
 
 vet:
 	go vet $(GO_PKGS)

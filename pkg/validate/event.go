@@ -275,16 +275,34 @@ func ValidAction(name string) bool {
 	return len(name) <= MaxActionLen && actionPattern.MatchString(name)
 }
 
-// CheckRecord re-applies the structural checks to a record read from the raw stream, which other
-// paths than the gateway may have written. Future-dated events are judged against its receive time.
-func CheckRecord(r *event.Record) error {
-	body, err := json.Marshal(struct {
-		OrganizationID string       `json:"organization_id"`
-		Event          *event.Event `json:"event"`
-	}{r.OrganizationID, &r.Event})
+// ParseRecord decodes a record read from the raw stream (which other paths than the gateway may
+// have written) and re-applies the structural checks in the same pass. Future-dated events are
+// judged against the record's receive time. Errors are ErrMalformed or FieldErrors, as for
+// ParseCreateEvent.
+func ParseRecord(data []byte) (*event.Record, error) {
+	obj, err := decodeObject(data)
 	if err != nil {
-		return fmt.Errorf("%w: %s", ErrMalformed, err.Error())
+		return nil, err
 	}
-	_, err = ParseCreateEvent(body, r.ReceivedAt)
-	return err
+	c := &checker{}
+	c.allowOnly("", obj, "id", "organization_id", "received_at", "event")
+	rec := &event.Record{
+		ID:             c.str("id", obj["id"], true, MaxIDLen),
+		OrganizationID: c.str("organization_id", obj["organization_id"], true, 64),
+	}
+	if rec.OrganizationID != "" && !event.ValidOrgID(rec.OrganizationID) {
+		c.add("organization_id", "organization_id may contain only letters, digits, '_' and '-' (at most 64)")
+	}
+	if s := c.str("received_at", obj["received_at"], true, 64); s != "" {
+		if rec.ReceivedAt, err = time.Parse(time.RFC3339Nano, s); err != nil {
+			c.add("received_at", "received_at must be an RFC 3339 time")
+		}
+	}
+	if evObj, ok := c.object("event", obj["event"], true); ok {
+		rec.Event = c.event(evObj, rec.ReceivedAt)
+	}
+	if len(c.errs) > 0 {
+		return nil, c.errs
+	}
+	return rec, nil
 }

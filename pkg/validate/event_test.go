@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -130,13 +131,34 @@ func TestParseCreateEventMalformed(t *testing.T) {
 	}
 }
 
-func TestCheckRecordJudgesFutureByReceiveTime(t *testing.T) {
+func TestParseRecordRoundTripsAndChecks(t *testing.T) {
 	req, err := validate.ParseCreateEvent([]byte(good), now)
 	require.NoError(t, err)
-	rec := &event.Record{ID: "x", OrganizationID: req.OrganizationID, ReceivedAt: now, Event: req.Event}
-	require.NoError(t, validate.CheckRecord(rec))
-	rec.Event.Actor.ID = ""
-	assert.Error(t, validate.CheckRecord(rec))
+	rec := &event.Record{ID: "01X", OrganizationID: req.OrganizationID, ReceivedAt: now, Event: req.Event}
+	data, err := rec.Marshal()
+	require.NoError(t, err)
+	back, err := validate.ParseRecord(data)
+	require.NoError(t, err)
+	assert.Equal(t, rec, back, "a record comes back exactly as the gateway wrote it")
+
+	// Future-dated events are judged against the record's receive time, not the clock.
+	rec.Event.OccurredAt = now.Add(23 * time.Hour)
+	data, _ = rec.Marshal()
+	_, err = validate.ParseRecord(data)
+	assert.NoError(t, err)
+	rec.Event.OccurredAt = now.Add(25 * time.Hour)
+	data, _ = rec.Marshal()
+	_, err = validate.ParseRecord(data)
+	assert.Contains(t, fields(err), "event.occurred_at")
+
+	rec.Event.OccurredAt, rec.Event.Actor.ID = now, ""
+	data, _ = rec.Marshal()
+	_, err = validate.ParseRecord(data)
+	assert.Contains(t, fields(err), "event.actor.id")
+	for _, bad := range []string{`{}`, `{"id":"x","organization_id":"o.x","received_at":"2026-01-01T00:00:00Z","event":{}}`, `[`} {
+		_, err = validate.ParseRecord([]byte(bad))
+		assert.Error(t, err, bad)
+	}
 }
 
 func FuzzParseCreateEvent(f *testing.F) {
@@ -147,10 +169,18 @@ func FuzzParseCreateEvent(f *testing.F) {
 		if err != nil {
 			return
 		}
-		// Whatever is accepted must be a record the validator accepts again.
+		// Whatever is accepted must be a record the validator accepts again, unchanged.
 		rec := &event.Record{ID: "x", OrganizationID: req.OrganizationID, ReceivedAt: now, Event: req.Event}
-		if err := validate.CheckRecord(rec); err != nil {
+		data, err := rec.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := validate.ParseRecord(data)
+		if err != nil {
 			t.Fatalf("accepted body fails re-validation: %v", err)
+		}
+		if !reflect.DeepEqual(rec, back) {
+			t.Fatalf("record changed on the way: %+v != %+v", rec, back)
 		}
 	})
 }

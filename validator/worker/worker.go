@@ -196,24 +196,16 @@ func (w *Worker) process(ctx context.Context, msgs []jetstream.Msg) {
 // or to the rejected stream with the reason. It returns nil when the decision must wait (schemas
 // unavailable).
 func (w *Worker) decide(ctx context.Context, m jetstream.Msg) (out *nats.Msg, valid bool) {
-	rec, err := event.Unmarshal(m.Data())
+	rec, err := validate.ParseRecord(m.Data()) // decoded and structurally checked in one pass
+	org, id, known := identity(m, rec)
 	if meta, merr := m.Metadata(); merr == nil && w.cfg.MaxDeliveries > 0 && meta.NumDelivered > uint64(w.cfg.MaxDeliveries) {
-		org, id := orgFromSubject(m.Subject()), fmt.Sprintf("raw-seq:%d", meta.Sequence.Stream)
-		if err == nil {
-			org, id = rec.OrganizationID, rec.MsgID()
-		}
 		return rejected(org, id, m.Data(), fmt.Sprintf("delivered %d times without being settled; giving up", meta.NumDelivered)), false
 	}
-	if err != nil {
-		// No identity to go by: the raw stream sequence keeps a redelivery from being rejected twice.
-		id := ""
-		if meta, merr := m.Metadata(); merr == nil {
-			id = fmt.Sprintf("raw-seq:%d", meta.Sequence.Stream)
-		}
-		return rejected(orgFromSubject(m.Subject()), id, m.Data(), "undecodable record: "+err.Error()), false
+	if errors.Is(err, validate.ErrMalformed) || (err != nil && !known) {
+		return rejected(org, id, m.Data(), "undecodable record: "+err.Error()), false
 	}
-	if err := validate.CheckRecord(rec); err != nil {
-		return rejected(rec.OrganizationID, rec.MsgID(), m.Data(), err.Error()), false
+	if err != nil {
+		return rejected(org, id, m.Data(), err.Error()), false
 	}
 	compiled, err := schema.Resolve(ctx, w.schemas, rec.OrganizationID, rec.Event.Action, rec.Event.Version)
 	switch {
@@ -233,6 +225,27 @@ func (w *Worker) decide(ctx context.Context, m jetstream.Msg) (out *nats.Msg, va
 	out.Header.Set(jetstream.MsgIDHeader, rec.MsgID())
 	out.Header.Set(jetstream.ExpectedStreamHeader, event.StreamValid)
 	return out, true
+}
+
+// identity names m for the rejected stream's dedup: the record's own identity when it has one
+// (known), else the raw stream sequence, so a redelivery is never rejected twice.
+func identity(m jetstream.Msg, rec *event.Record) (org, msgID string, known bool) {
+	if rec == nil {
+		var head struct {
+			ID  string `json:"id"`
+			Org string `json:"organization_id"`
+		}
+		if json.Unmarshal(m.Data(), &head) == nil && head.ID != "" && event.ValidOrgID(head.Org) {
+			rec = &event.Record{ID: head.ID, OrganizationID: head.Org}
+		}
+	}
+	if rec != nil {
+		return rec.OrganizationID, rec.MsgID(), true
+	}
+	if meta, err := m.Metadata(); err == nil {
+		msgID = fmt.Sprintf("raw-seq:%d", meta.Sequence.Stream)
+	}
+	return orgFromSubject(m.Subject()), msgID, false
 }
 
 // MaxReasonLen caps the reject-reason header.

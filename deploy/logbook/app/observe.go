@@ -52,11 +52,11 @@ func (in *instruments) serve(e *echo.Echo) {
 	obs.Register(e, in.reg, in.health)
 }
 
-// serviceOf names the service a route belongs to when run separately: creating events and the
-// schema routes are the gateway's (ingest), everything else is the query API's.
+// serviceOf names the service a route belongs to when run separately: creating events (one or in
+// bulk) and the schema routes are the gateway's (ingest), everything else is the query API's.
 func serviceOf(c echo.Context) string {
 	p := c.Path()
-	if (c.Request().Method == http.MethodPost && p == "/audit_logs/events") || strings.Contains(p, "/audit_logs/actions") {
+	if (c.Request().Method == http.MethodPost && strings.HasPrefix(p, "/audit_logs/events")) || strings.Contains(p, "/audit_logs/actions") {
 		return "ingest"
 	}
 	return "queryapi"

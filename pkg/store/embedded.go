@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -40,15 +39,13 @@ func (e *Embedded) Exec(ctx context.Context, query string, params Params) error 
 	return err
 }
 
-// Query implements DB. The whole result is read at once (JSONCompactEachRow) and scanned from memory.
+// Query implements DB. The whole result is read at once (TabSeparated) and scanned from memory.
 func (e *Embedded) Query(ctx context.Context, query string, params Params) (Rows, error) {
-	out, err := e.conn.Query(ctx, query, "JSONCompactEachRow", params)
+	out, err := e.conn.Query(ctx, query, "TabSeparated", params)
 	if err != nil {
 		return nil, err
 	}
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(make([]byte, 0, 64<<10), 256<<20)
-	return &jsonRows{sc: sc}, nil
+	return &tsvRows{data: out}, nil
 }
 
 // Insert implements DB with one INSERT ... FORMAT JSONCompactEachRow statement.
@@ -100,57 +97,10 @@ func quote(s string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }
 
-// jsonRows scans JSONCompactEachRow output: one JSON array per line, one element per column.
-type jsonRows struct {
-	sc  *bufio.Scanner
-	cur []json.RawMessage
-	err error
-}
-
-func (r *jsonRows) Next() bool {
-	if r.err != nil || !r.sc.Scan() {
-		return false
-	}
-	r.cur = r.cur[:0]
-	if err := json.Unmarshal(r.sc.Bytes(), &r.cur); err != nil {
-		r.err = fmt.Errorf("failed to decode result row: %w", err)
-		return false
-	}
-	return true
-}
-
-func (r *jsonRows) Scan(dest ...any) error {
-	if len(dest) != len(r.cur) {
-		return fmt.Errorf("scan: %d destinations for %d columns", len(dest), len(r.cur))
-	}
-	for i, d := range dest {
-		raw := r.cur[i]
-		// 64-bit integers arrive quoted (output_format_json_quote_64bit_integers).
-		switch d.(type) {
-		case *int64, *uint64:
-			raw = bytes.Trim(raw, `"`)
-		}
-		if err := json.Unmarshal(raw, d); err != nil {
-			return fmt.Errorf("scan column %d: %w", i, err)
-		}
-	}
-	return nil
-}
-
-func (r *jsonRows) Err() error {
-	if r.err != nil {
-		return r.err
-	}
-	return r.sc.Err()
-}
-
-func (r *jsonRows) Close() error { return nil }
-
 // Each implements DB on the engine's streaming interface: rows are decoded chunk by chunk.
 func (e *Embedded) Each(ctx context.Context, query string, params Params, dest []any, fn func() error) error {
-	return e.conn.QueryStream(ctx, query, "JSONCompactEachRow", params, func(chunk []byte) error {
-		r := &jsonRows{sc: bufio.NewScanner(bytes.NewReader(chunk))}
-		r.sc.Buffer(make([]byte, 0, 64<<10), 256<<20)
+	return e.conn.QueryStream(ctx, query, "TabSeparated", params, func(chunk []byte) error {
+		r := &tsvRows{data: chunk}
 		for r.Next() {
 			if err := r.Scan(dest...); err != nil {
 				return err

@@ -99,7 +99,8 @@ func (f *Filter) where(p Params) (string, error) {
 var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
 const (
-	eventSelect = `SELECT id, organization_id, toUnixTimestamp64Milli(occurred_at), toUnixTimestamp64Milli(received_at), event
+	eventSelect = `SELECT id, organization_id, toUnixTimestamp64Milli(occurred_at), toUnixTimestamp64Milli(received_at),
+  action, version, actor_id, actor_type, actor_name, actor_metadata_json, targets_json, location, user_agent, metadata_json
 FROM events
 WHERE `
 	afterPosition = `
@@ -194,10 +195,9 @@ func (s *Store) Each(ctx context.Context, f Filter, desc bool, fn func(*Event) e
 		q = eventSelect + where + newestFirst
 	}
 	var e Event
-	var occurred, received int64
-	var raw string
-	return s.db.Each(ctx, q, p, []any{&e.ID, &e.OrganizationID, &occurred, &received, &raw}, func() error {
-		e.OccurredAt, e.ReceivedAt, e.Event = time.UnixMilli(occurred).UTC(), time.UnixMilli(received).UTC(), []byte(raw)
+	sc := e.scanner()
+	return s.db.Each(ctx, q, p, sc.dest, func() error {
+		sc.finish()
 		return fn(&e)
 	})
 }
@@ -210,13 +210,12 @@ func (s *Store) events(ctx context.Context, q string, p Params) ([]Event, error)
 	var out []Event
 	for rows.Next() {
 		var e Event
-		var occurred, received int64
-		var raw string
-		if err := rows.Scan(&e.ID, &e.OrganizationID, &occurred, &received, &raw); err != nil {
+		sc := e.scanner()
+		if err := rows.Scan(sc.dest...); err != nil {
 			_ = rows.Close()
 			return nil, fmt.Errorf("failed to read events: %w", err)
 		}
-		e.OccurredAt, e.ReceivedAt, e.Event = time.UnixMilli(occurred).UTC(), time.UnixMilli(received).UTC(), []byte(raw)
+		sc.finish()
 		out = append(out, e)
 	}
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
@@ -275,4 +274,25 @@ WHERE organization_id = {org:String}
 		return fmt.Errorf("failed to delete events of %s older than %d days: %w", org, days, err)
 	}
 	return nil
+}
+
+// eventScanner scans eventSelect's columns into an Event.
+type eventScanner struct {
+	e                  *Event
+	occurred, received int64
+	version            uint32
+	dest               []any
+}
+
+func (e *Event) scanner() *eventScanner {
+	sc := &eventScanner{e: e}
+	sc.dest = []any{&e.ID, &e.OrganizationID, &sc.occurred, &sc.received, &e.Action, &sc.version, &e.ActorID,
+		&e.ActorType, &e.ActorName, &e.ActorMetadata, &e.Targets, &e.Location, &e.UserAgent, &e.Metadata}
+	return sc
+}
+
+func (sc *eventScanner) finish() {
+	sc.e.OccurredAt = time.UnixMilli(sc.occurred).UTC()
+	sc.e.ReceivedAt = time.UnixMilli(sc.received).UTC()
+	sc.e.Version = int(sc.version)
 }

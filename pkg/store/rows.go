@@ -9,7 +9,14 @@ import (
 	"github.com/logbookhq/logbook/pkg/event"
 )
 
-func eventJSON(e *event.Event) ([]byte, error) { return json.Marshal(e) }
+// objectJSON encodes a metadata object as stored: "" when absent or empty.
+func objectJSON(m map[string]any) (string, error) {
+	if len(m) == 0 {
+		return "", nil
+	}
+	b, err := json.Marshal(m)
+	return string(b), err
+}
 
 // metadataText flattens metadata values to text for the searchable metadata column.
 func metadataText(m map[string]any) map[string]string {

@@ -6,9 +6,11 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -84,7 +86,7 @@ var ErrBadToken = errors.New("bad insert deduplication token")
 var eventColumns = []string{
 	"organization_id", "occurred_at", "id", "received_at", "retention_days", "action", "version",
 	"actor_id", "actor_type", "actor_name", "target_ids", "target_types", "location", "user_agent",
-	"metadata", "search_text", "event",
+	"metadata", "search_text", "actor_metadata_json", "targets_json", "metadata_json",
 }
 
 // InsertSettings are the settings of every events INSERT, explicit so nothing rests on a server
@@ -128,7 +130,19 @@ func (s *Store) InsertWithRetention(ctx context.Context, token string, recs []*e
 }
 
 func eventRow(r *event.Record, retentionDays uint16) ([]any, error) {
-	raw, err := eventJSON(&r.Event)
+	actorMeta, err := objectJSON(r.Event.Actor.Metadata)
+	if err != nil {
+		return nil, fmt.Errorf("failed to encode event %s: %w", r.ID, err)
+	}
+	meta, err := objectJSON(r.Event.Metadata)
+	if err != nil {
+		return nil, fmt.Errorf("failed to encode event %s: %w", r.ID, err)
+	}
+	targets := r.Event.Targets
+	if targets == nil {
+		targets = []event.Entity{}
+	}
+	targetsJSON, err := json.Marshal(targets)
 	if err != nil {
 		return nil, fmt.Errorf("failed to encode event %s: %w", r.ID, err)
 	}
@@ -141,16 +155,75 @@ func eventRow(r *event.Record, retentionDays uint16) ([]any, error) {
 		r.OrganizationID, r.Event.OccurredAt.UTC(), r.ID, r.ReceivedAt.UTC(), retentionDays, r.Event.Action,
 		uint32(r.Event.Version), r.Event.Actor.ID, r.Event.Actor.Type, r.Event.Actor.Name, ids, types,
 		r.Event.Context.Location, r.Event.Context.UserAgent, metadataText(r.Event.Metadata), searchText(&r.Event),
-		string(raw),
+		actorMeta, string(targetsJSON), meta,
 	}, nil
 }
 
-// Event is a stored event as the API returns it.
+// Event is a stored event. The metadata objects and the targets are the JSON they were accepted
+// as (compact, keys sorted); an absent metadata object is "".
 type Event struct {
 	ID             string
 	OrganizationID string
 	OccurredAt     time.Time
 	ReceivedAt     time.Time
-	// Event is the event JSON as accepted (action, occurred_at, version, actor, targets, context, metadata).
-	Event []byte
+	Action         string
+	Version        int
+	ActorID        string
+	ActorType      string
+	ActorName      string
+	ActorMetadata  string
+	Targets        string
+	Location       string
+	UserAgent      string
+	Metadata       string
+}
+
+// JSON renders the event as the API shows it: the WorkOS event object (action, occurred_at,
+// version, actor, targets, context, metadata), built from the stored columns without parsing them.
+func (e *Event) JSON() []byte {
+	b := make([]byte, 0, 256+len(e.ActorMetadata)+len(e.Targets)+len(e.Metadata))
+	b = append(b, `{"action":`...)
+	b = appendString(b, e.Action)
+	b = append(b, `,"occurred_at":`...)
+	b = appendString(b, event.FormatTime(e.OccurredAt))
+	if e.Version > 0 {
+		b = append(b, `,"version":`...)
+		b = strconv.AppendInt(b, int64(e.Version), 10)
+	}
+	b = append(b, `,"actor":{"id":`...)
+	b = appendString(b, e.ActorID)
+	b = append(b, `,"type":`...)
+	b = appendString(b, e.ActorType)
+	if e.ActorName != "" {
+		b = append(b, `,"name":`...)
+		b = appendString(b, e.ActorName)
+	}
+	if e.ActorMetadata != "" {
+		b = append(b, `,"metadata":`...)
+		b = append(b, e.ActorMetadata...)
+	}
+	b = append(b, `},"targets":`...)
+	if e.Targets == "" {
+		b = append(b, `[]`...)
+	} else {
+		b = append(b, e.Targets...)
+	}
+	b = append(b, `,"context":{"location":`...)
+	b = appendString(b, e.Location)
+	if e.UserAgent != "" {
+		b = append(b, `,"user_agent":`...)
+		b = appendString(b, e.UserAgent)
+	}
+	b = append(b, '}')
+	if e.Metadata != "" {
+		b = append(b, `,"metadata":`...)
+		b = append(b, e.Metadata...)
+	}
+	return append(b, '}')
+}
+
+// appendString appends s as a JSON string.
+func appendString(b []byte, s string) []byte {
+	q, _ := json.Marshal(s)
+	return append(b, q...)
 }

@@ -154,7 +154,7 @@ func storedEventRoundTrips(t *testing.T, s *store.Store) {
 	assert.Equal(t, at, page[0].OccurredAt)
 	assert.JSONEq(t, `{"action":"user.signed_in","occurred_at":"2026-02-02T16:35:39.317Z",
 		"actor":{"id":"user_1","type":"user","name":"Jon"},"targets":[{"id":"team_1","type":"team"}],
-		"context":{"location":"1.2.3.4"},"metadata":{"attempt":7}}`, string(page[0].Event))
+		"context":{"location":"1.2.3.4"},"metadata":{"attempt":7}}`, string(page[0].JSON()))
 }
 
 func oddTextParametersAreHarmless(t *testing.T, s *store.Store) {

@@ -1,9 +1,7 @@
 package export
 
 import (
-	"bytes"
 	"encoding/csv"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
@@ -48,28 +46,20 @@ func newCSVWriter(w io.Writer) (*csvWriter, error) {
 	return c, nil
 }
 
+// write adds e as a row. Every cell comes straight from a stored column: nothing is parsed.
 func (c *csvWriter) write(e *store.Event) error {
-	dec := json.NewDecoder(bytes.NewReader(e.Event))
-	dec.UseNumber()
-	var ev struct {
-		event.Event
-		OccurredAt string `json:"occurred_at"`
-	}
-	if err := dec.Decode(&ev); err != nil {
-		return fmt.Errorf("failed to decode stored event %s: %w", e.ID, err)
-	}
-	targets := ev.Targets
-	if targets == nil {
-		targets = []event.Entity{}
+	targets := e.Targets
+	if targets == "" {
+		targets = "[]"
 	}
 	version := ""
-	if ev.Version > 0 {
-		version = strconv.Itoa(ev.Version)
+	if e.Version > 0 {
+		version = strconv.Itoa(e.Version)
 	}
-	cells := []string{
-		e.ID, e.OrganizationID, ev.Action, version, event.FormatTime(e.OccurredAt), event.FormatTime(e.ReceivedAt),
-		ev.Actor.ID, ev.Actor.Type, ev.Actor.Name, jsonCell(ev.Actor.Metadata),
-		jsonCell(targets), ev.Context.Location, ev.Context.UserAgent, jsonCell(ev.Metadata),
+	cells := [...]string{
+		e.ID, e.OrganizationID, e.Action, version, event.FormatTime(e.OccurredAt), event.FormatTime(e.ReceivedAt),
+		e.ActorID, e.ActorType, e.ActorName, e.ActorMetadata,
+		targets, e.Location, e.UserAgent, e.Metadata,
 	}
 	for i, v := range cells {
 		c.row[i] = Neutralize(v)
@@ -81,15 +71,4 @@ func (c *csvWriter) write(e *store.Event) error {
 func (c *csvWriter) flush() error {
 	c.w.Flush()
 	return c.w.Error()
-}
-
-func jsonCell(v any) string {
-	if m, ok := v.(map[string]any); ok && len(m) == 0 {
-		return ""
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return ""
-	}
-	return string(b)
 }

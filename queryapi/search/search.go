@@ -260,15 +260,11 @@ func EventJSON(e store.Event) json.RawMessage {
 		OrganizationID string `json:"organization_id"`
 		CreatedAt      string `json:"created_at"`
 	}{"audit_log_event", e.ID, e.OrganizationID, event.FormatTime(e.ReceivedAt)})
-	if len(e.Event) < 2 || e.Event[0] != '{' {
-		return head
-	}
-	out := make([]byte, 0, len(head)+len(e.Event))
+	body := e.JSON()
+	out := make([]byte, 0, len(head)+len(body))
 	out = append(out, head[:len(head)-1]...)
-	if len(e.Event) > 2 {
-		out = append(out, ',')
-	}
-	return append(out, e.Event[1:]...)
+	out = append(out, ',')
+	return append(out, body[1:]...)
 }
 
 // cursor is the position of an event in a listing. It is opaque to clients (base64 of JSON) and

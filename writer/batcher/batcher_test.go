@@ -280,7 +280,7 @@ func TestEventsAreStoredOnce(t *testing.T) {
 	assert.Equal(t, recs[0].ReceivedAt, page[0].ReceivedAt)
 	want, err := json.Marshal(recs[0].Event)
 	require.NoError(t, err)
-	assert.JSONEq(t, string(want), string(page[0].Event))
+	assert.JSONEq(t, string(want), string(page[0].JSON()))
 
 	// More events later are stored too, and nothing is stored twice.
 	more := newRecords(org, 5)

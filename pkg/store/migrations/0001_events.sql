@@ -11,8 +11,9 @@
 -- exact even before a part is dropped.
 --
 -- Hot filter fields are typed columns with skip indexes; search_text (lower-cased names, context
--- and metadata values) serves free-text search through an n-gram index; the event as accepted is
--- kept whole in `event` and returned by the API.
+-- and metadata values) serves free-text search through an n-gram index. Metadata objects and the
+-- targets are also kept as the JSON they were accepted as (actor_metadata_json, targets_json,
+-- metadata_json), so the API and exports return them verbatim without any JSON parsing.
 CREATE TABLE IF NOT EXISTS events
 (
     organization_id String CODEC(ZSTD(1)),
@@ -31,7 +32,9 @@ CREATE TABLE IF NOT EXISTS events
     user_agent String CODEC(ZSTD(1)),
     metadata Map(LowCardinality(String), String) CODEC(ZSTD(1)),
     search_text String CODEC(ZSTD(1)),
-    event String CODEC(ZSTD(3)),
+    actor_metadata_json String CODEC(ZSTD(1)),
+    targets_json String CODEC(ZSTD(1)),
+    metadata_json String CODEC(ZSTD(1)),
     INDEX idx_id id TYPE bloom_filter(0.001) GRANULARITY 1,
     INDEX idx_action action TYPE set(256) GRANULARITY 1,
     INDEX idx_actor_id actor_id TYPE bloom_filter(0.01) GRANULARITY 1,

@@ -1,6 +1,7 @@
 package export
 
 import (
+	"bufio"
 	"encoding/csv"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/store"
+	"github.com/logbookhq/logbook/queryapi/search"
 )
 
 // Columns is the header row of every export, in order (documented in docs/api.md).
@@ -30,6 +32,37 @@ func Neutralize(cell string) string {
 	}
 	return cell
 }
+
+// rowWriter writes an export's events one by one.
+type rowWriter interface {
+	write(e *store.Event) error
+	flush() error
+	count() int64
+}
+
+func newWriter(format string, w io.Writer) (rowWriter, error) {
+	if format == FormatNDJSON {
+		return &ndjsonWriter{w: bufio.NewWriterSize(w, 64<<10)}, nil
+	}
+	return newCSVWriter(w)
+}
+
+// ndjsonWriter writes each event as the API's audit_log_event object, one per line.
+type ndjsonWriter struct {
+	w    *bufio.Writer
+	rows int64
+}
+
+func (n *ndjsonWriter) write(e *store.Event) error {
+	n.rows++
+	if _, err := n.w.Write(search.EventJSON(*e)); err != nil {
+		return err
+	}
+	return n.w.WriteByte('\n')
+}
+
+func (n *ndjsonWriter) flush() error { return n.w.Flush() }
+func (n *ndjsonWriter) count() int64 { return n.rows }
 
 // csvWriter writes events as CSV rows, neutralising every cell.
 type csvWriter struct {
@@ -67,6 +100,8 @@ func (c *csvWriter) write(e *store.Event) error {
 	c.rows++
 	return c.w.Write(c.row)
 }
+
+func (c *csvWriter) count() int64 { return c.rows }
 
 func (c *csvWriter) flush() error {
 	c.w.Flush()

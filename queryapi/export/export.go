@@ -51,6 +51,7 @@ const (
 	MaxBodyBytes      = 64 << 10
 	MaxFilterValues   = 100
 	MaxFilterValueLen = 512
+	MaxTextLen        = 200
 )
 
 // Config tunes exports.
@@ -83,6 +84,32 @@ type Filter struct {
 	ActorNames  []string  `json:"actor_names,omitempty"`
 	ActorIDs    []string  `json:"actor_ids,omitempty"`
 	TargetTypes []string  `json:"targets,omitempty"`
+	// Logbook's own, beyond WorkOS: the rest of the search filters and the file format.
+	ActorTypes []string `json:"actor_types,omitempty"`
+	TargetIDs  []string `json:"target_ids,omitempty"`
+	Text       string   `json:"q,omitempty"`
+	// Format is "csv" (the default, as WorkOS) or "ndjson" (one API event object per line).
+	Format string `json:"format,omitempty"`
+}
+
+// Export file formats.
+const (
+	FormatCSV    = "csv"
+	FormatNDJSON = "ndjson"
+)
+
+func (f *Filter) format() string {
+	if f.Format == FormatNDJSON {
+		return FormatNDJSON
+	}
+	return FormatCSV
+}
+
+func (f *Filter) contentType() string {
+	if f.format() == FormatNDJSON {
+		return "application/x-ndjson"
+	}
+	return "text/csv; charset=utf-8"
 }
 
 // Job is an export as the bucket holds it.
@@ -321,14 +348,14 @@ func (s *Service) download(c echo.Context) error {
 	if err != nil {
 		return wire.Unavailable("Exports are unavailable right now; retry shortly.", 1)
 	}
-	obj, err := s.files.Get(ctx, objectName(id))
+	obj, err := s.files.Get(ctx, objectName(j))
 	if err != nil {
 		return wire.Unavailable("The export file is unavailable right now; retry shortly.", 1)
 	}
 	defer obj.Close()
 	h := c.Response().Header()
-	h.Set(echo.HeaderContentType, "text/csv; charset=utf-8")
-	h.Set(echo.HeaderContentDisposition, `attachment; filename="`+id+`.csv"`)
+	h.Set(echo.HeaderContentType, j.Filter.contentType())
+	h.Set(echo.HeaderContentDisposition, `attachment; filename="`+objectName(j)+`"`)
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	c.Response().WriteHeader(http.StatusOK)
@@ -338,7 +365,7 @@ func (s *Service) download(c echo.Context) error {
 	return nil
 }
 
-func objectName(id string) string { return id + ".csv" }
+func objectName(j *Job) string { return j.ID + "." + j.Filter.format() }
 
 // Run works on exports until ctx ends: Workers goroutines take jobs created here, and a sweep
 // takes pending jobs whose lease has run out (created elsewhere, or left by a process that died).
@@ -480,23 +507,24 @@ func (s *Service) produce(ctx context.Context, j *Job) (int64, error) {
 	f := store.Filter{
 		Org: j.OrganizationID, Start: j.Filter.RangeStart, End: j.Filter.RangeEnd,
 		Actions: j.Filter.Actions, ActorNames: j.Filter.ActorNames, ActorIDs: j.Filter.ActorIDs,
-		TargetTypes: j.Filter.TargetTypes, RetentionDays: s.retention.Days(j.OrganizationID),
+		TargetTypes: j.Filter.TargetTypes, ActorTypes: j.Filter.ActorTypes, TargetIDs: j.Filter.TargetIDs,
+		Text: j.Filter.Text, RetentionDays: s.retention.Days(j.OrganizationID),
 	}
 	pr, pw := io.Pipe()
 	var rows int64
 	go func() {
-		w, err := newCSVWriter(pw)
+		w, err := newWriter(j.Filter.format(), pw)
 		if err == nil {
 			err = s.events.Each(ctx, f, false, w.write)
-			rows = w.rows
+			rows = w.count()
 			err = errors.Join(err, w.flush())
 		}
 		pw.CloseWithError(err)
 	}()
 	_, err := s.files.Put(ctx, jetstream.ObjectMeta{
-		Name:        objectName(j.ID),
+		Name:        objectName(j),
 		Description: "audit log export of " + j.OrganizationID,
-		Headers:     map[string][]string{"Content-Type": {"text/csv"}},
+		Headers:     map[string][]string{"Content-Type": {j.Filter.contentType()}},
 	}, pr)
 	_ = pr.CloseWithError(err)
 	if err != nil {
@@ -571,7 +599,7 @@ func ParseRequest(body []byte) (string, *Filter, error) {
 	f := &Filter{}
 	lists := map[string]*[]string{
 		"actions": &f.Actions, "actor_names": &f.ActorNames, "actors": &f.ActorNames,
-		"actor_ids": &f.ActorIDs, "targets": &f.TargetTypes,
+		"actor_ids": &f.ActorIDs, "targets": &f.TargetTypes, "actor_types": &f.ActorTypes, "target_ids": &f.TargetIDs,
 	}
 	str := func(k string) string {
 		v, present := obj[k]
@@ -595,6 +623,20 @@ func ParseRequest(body []byte) (string, *Filter, error) {
 	for k, v := range obj {
 		switch k {
 		case "organization_id", "range_start", "range_end":
+			continue
+		case "format":
+			if v, _ := v.(string); v != FormatCSV && v != FormatNDJSON {
+				add(k, "format must be csv or ndjson")
+			} else {
+				f.Format = v
+			}
+			continue
+		case "q":
+			if v, ok := v.(string); !ok || len(v) > MaxTextLen || !utf8.ValidString(v) {
+				add(k, fmt.Sprintf("q must be a string of at most %d bytes", MaxTextLen))
+			} else {
+				f.Text = v
+			}
 			continue
 		}
 		dst, ok := lists[k]

@@ -76,7 +76,7 @@ func ConfigFromEnv(env *config.Env) Config {
 	ec.PublicURL = env.BaseURL("LOGBOOK_PUBLIC_URL", "")
 	return Config{
 		DataDir:        env.String("LOGBOOK_DATA_DIR", "./data"),
-		Addr:           env.String("LOGBOOK_ADDR", "127.0.0.1:8080"),
+		Addr:           env.Addr("LOGBOOK_ADDR", "127.0.0.1:8080"),
 		APIKey:         env.String("LOGBOOK_API_KEY", ""),
 		NATSListen:     env.String("LOGBOOK_NATS_LISTEN", ""),
 		LibPath:        env.String("LOGBOOK_CHDB_LIB", ""),

@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/logbookhq/logbook/pkg/config"
 )
 
 func plainGet(t *testing.T, url string) (int, string) {
@@ -127,4 +129,21 @@ func TestShutdownLosesNoAcceptedEvent(t *testing.T) {
 		return got >= n
 	}, 30*time.Second, 50*time.Millisecond, "accepted events were lost: %d of %d stored", got, n)
 	assert.LessOrEqual(t, got, int(sent.Load()), "nothing stored twice")
+}
+
+// Bad values of the operator-facing variables stop the start with an error naming each one.
+func TestBadConfigurationNamesTheVariables(t *testing.T) {
+	env := config.FromMap(map[string]string{
+		"LOGBOOK_ADDR":            "localhost",
+		"LOGBOOK_PUBLIC_URL":      "audit.example.com",
+		"LOGBOOK_PORTAL_LINK_TTL": "48h",
+		"LOGBOOK_BATCH_WAIT":      "soon",
+	})
+	_ = ConfigFromEnv(env)
+	err := env.Err()
+	require.Error(t, err)
+	for _, name := range []string{`LOGBOOK_ADDR="localhost"`, `LOGBOOK_PUBLIC_URL="audit.example.com"`,
+		`LOGBOOK_PORTAL_LINK_TTL="48h0m0s": must be at most 24h`, `LOGBOOK_BATCH_WAIT="soon"`} {
+		assert.Contains(t, err.Error(), name)
+	}
 }

@@ -56,14 +56,18 @@ func (r *recorder) Header() http.Header         { return r.header }
 func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
 func (r *recorder) WriteHeader(status int)      { r.status = status }
 
-// exportRequest is what the page sends: the export filters WorkOS supports, without organization.
+// exportRequest is what the page sends: the page's filters, which the export API takes too,
+// without organization.
 type exportRequest struct {
 	RangeStart string   `json:"range_start,omitempty"`
 	RangeEnd   string   `json:"range_end,omitempty"`
 	Actions    []string `json:"actions,omitempty"`
 	ActorNames []string `json:"actor_names,omitempty"`
 	ActorIDs   []string `json:"actor_ids,omitempty"`
+	ActorTypes []string `json:"actor_types,omitempty"`
 	Targets    []string `json:"targets,omitempty"`
+	TargetIDs  []string `json:"target_ids,omitempty"`
+	Q          string   `json:"q,omitempty"`
 }
 
 // exportJSON is the export API's answer plus the handle that lets this viewer poll it.

@@ -264,7 +264,7 @@ func TestViewerExportsItsOrganization(t *testing.T) {
 
 	r := f.do("POST", "/portal/api/exports", tokA, `{"organization_id":"`+f.orgB+`"}`)
 	assert.Equal(t, http.StatusBadRequest, r.status, "the organization comes from the token, never the page")
-	r = f.do("POST", "/portal/api/exports", tokA, `{"actions":["user.signed_in","user.signed_out"]}`)
+	r = f.do("POST", "/portal/api/exports", tokA, `{"actions":["user.signed_in","user.signed_out"],"actor_types":["user"],"target_ids":["team_1"],"q":"ada"}`)
 	require.Equal(t, http.StatusCreated, r.status, r.body)
 	var x struct{ ID, State, Handle, URL string }
 	require.NoError(t, json.Unmarshal([]byte(r.body), &x))

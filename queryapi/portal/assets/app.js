@@ -184,12 +184,11 @@
     btn.disabled = true;
     exportStatus('Starting export…');
     const body = {};
-    for (const k of ['actions', 'actor_ids', 'actor_names', 'targets']) {
+    for (const k of ['actions', 'actor_ids', 'actor_names', 'actor_types', 'targets', 'target_ids']) {
       const v = filters.getAll(k);
       if (v.length) body[k] = v;
     }
-    for (const k of ['range_start', 'range_end']) if (filters.get(k)) body[k] = filters.get(k);
-    const ignored = ['actor_types', 'target_ids', 'q'].filter((k) => filters.has(k));
+    for (const k of ['range_start', 'range_end', 'q']) if (filters.get(k)) body[k] = filters.get(k);
     try {
       let x = await call('/exports', { method: 'POST', body: JSON.stringify(body) });
       const started = Date.now();
@@ -200,7 +199,7 @@
         x = await call('/exports/' + encodeURIComponent(x.id) + '?handle=' + encodeURIComponent(x.handle));
       }
       if (x.state !== 'ready' || !x.url) throw new Error('the export failed');
-      exportStatus('Export ready, downloading.' + (ignored.length ? ' Not applied to exports: ' + ignored.join(', ') + '.' : ''));
+      exportStatus('Export ready, downloading.');
       const a = el('a', { href: x.url, download: x.id + '.csv' });
       document.body.append(a);
       a.click();

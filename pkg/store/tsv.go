@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strconv"
+	"unsafe"
 )
 
 // tsvRows scans the engine's TabSeparated output: one line per row, columns separated by tabs,
@@ -49,22 +50,16 @@ func (r *tsvRows) Scan(dest ...any) error {
 			*p = unescapeTSV(field)
 		case *int64:
 			*p, err = strconv.ParseInt(string(field), 10, 64)
-		case *uint64:
-			*p, err = strconv.ParseUint(string(field), 10, 64)
-		case *uint32:
-			var v uint64
-			v, err = strconv.ParseUint(string(field), 10, 32)
-			*p = uint32(v)
-		case *uint16:
-			var v uint64
-			v, err = strconv.ParseUint(string(field), 10, 16)
-			*p = uint16(v)
-		case *uint8:
-			var v uint64
-			v, err = strconv.ParseUint(string(field), 10, 8)
-			*p = uint8(v)
 		case *int:
 			*p, err = strconv.Atoi(string(field))
+		case *uint64:
+			err = parseUint(field, p)
+		case *uint32:
+			err = parseUint(field, p)
+		case *uint16:
+			err = parseUint(field, p)
+		case *uint8:
+			err = parseUint(field, p)
 		case *float64:
 			*p, err = strconv.ParseFloat(string(field), 64)
 		default:
@@ -79,6 +74,12 @@ func (r *tsvRows) Scan(dest ...any) error {
 
 func (r *tsvRows) Err() error   { return r.err }
 func (r *tsvRows) Close() error { return nil }
+
+func parseUint[T uint8 | uint16 | uint32 | uint64](field []byte, p *T) error {
+	v, err := strconv.ParseUint(string(field), 10, int(unsafe.Sizeof(*p))*8)
+	*p = T(v)
+	return err
+}
 
 // unescapeTSV reverses the engine's TabSeparated escaping.
 func unescapeTSV(b []byte) string {

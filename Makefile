@@ -1,6 +1,6 @@
 # Logbook. `make run` starts everything in one process; `make test` runs every module's tests.
 SHELL := /bin/bash
-MODULES := pkg ingest validator writer queryapi deploy/logbook deploy/sdktest deploy/browsertest deploy/servertest
+MODULES := pkg ingest validator writer queryapi deploy/logbook deploy/sdktest deploy/bench deploy/browsertest deploy/servertest
 GO_PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 CHDB_LIB ?= $(or $(LOGBOOK_CHDB_LIB),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/logbook/chdb/26.7.3-stable.1/libchdb.so)
 export LOGBOOK_CHDB_LIB := $(CHDB_LIB)
@@ -28,6 +28,14 @@ CHAOS_DURATION ?= 2m
 chaos: libchdb
 	LOGBOOK_CHAOS=1 LOGBOOK_CHAOS_DURATION=$(CHAOS_DURATION) go test -count=1 -timeout 10m -v \
 		-run '^(TestChaos|TestR3ClusterKeepsAcknowledgedWrites)$$' ./deploy/logbook/faults/ ./pkg/natsx/
+
+## bench: build and start the single-process Logbook on a fresh temp dir, load it (single-event and
+## bulk ingest, end to end, search and export at 1M and 10M events), measure the ceilings (raw
+## JetStream publish, raw ClickHouse INSERT) in the same run; one table, written to
+## docs/benchmarks.md. BENCH_QUICK=1 make bench is a smoke run (20k/100k events, a few minutes).
+## Not part of make test. BENCH_FLAGS passes flags (go run ./deploy/bench -h).
+bench: libchdb
+	go run ./deploy/bench $(BENCH_FLAGS)
 
 ## libchdb: fetch libchdb.so (ClickHouse engine, 178 MB download) into the per-user cache, once
 libchdb: $(CHDB_LIB)

@@ -4,6 +4,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -22,6 +24,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	if addr := os.Getenv("LOGBOOK_PPROF_ADDR"); addr != "" {
+		servePprof(addr) // profiling for `make bench`; off unless set
+	}
 	a, err := app.Start(ctx, cfg, log)
 	if err != nil {
 		log.Error("logbook failed to start", "err", err)
@@ -37,4 +42,15 @@ func main() {
 		log.Error("shutdown incomplete", "err", err)
 		os.Exit(1)
 	}
+}
+
+// servePprof serves net/http/pprof on its own listener (LOGBOOK_PPROF_ADDR, e.g. 127.0.0.1:6060),
+// never on the API's.
+func servePprof(addr string) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	go func() { _ = http.ListenAndServe(addr, mux) }()
 }

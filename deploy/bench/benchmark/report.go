@@ -1,0 +1,315 @@
+package benchmark
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// PhaseMem is Logbook's resident memory around one phase: RSS at its start and the peak during it.
+type PhaseMem struct {
+	Before, Peak int64
+	CPU          float64 // Logbook's CPU use during the phase, in cores (2.0 = both cores of 2)
+}
+
+// SingleRow is one single-event ingest step.
+type SingleRow struct {
+	*StepResult
+	Mem PhaseMem
+}
+
+// SizeRow is everything measured at one data-set size.
+type SizeRow struct {
+	Size      int64
+	Bulk      *BulkResult
+	BulkMem   PhaseMem
+	Search    []SearchResult
+	SearchMem PhaseMem
+	Export    *ExportResult
+	ExportErr string
+	ExportMem PhaseMem
+}
+
+// Profile is a CPU profile of Logbook taken during a phase, with its top entries.
+type Profile struct {
+	Name, Path, Top string
+}
+
+// Report is a whole run.
+type Report struct {
+	Cfg      *Config
+	Machine  []string
+	Started  time.Time
+	Elapsed  time.Duration
+	Ceil     Ceilings
+	Single   []SingleRow
+	E2E      *E2EResult
+	E2EMem   PhaseMem
+	Sizes    []SizeRow
+	Rejected uint64
+	Profiles []Profile
+	Partial  bool // written mid-run, after a data-set size
+	// Noise: share of the machine's CPU capacity used by processes other than the benchmark and
+	// Logbook during the run, and the load averages at start and end.
+	OtherCPU     float64
+	BenchCPU     float64
+	LogbookCPU   float64
+	load0, load1 string
+
+	srv                *Server
+	busy0, self0, srv0 int64
+}
+
+const clkTck = 100 // USER_HZ on Linux
+
+func (r *Report) finish() {
+	r.Elapsed = time.Since(r.Started)
+	busy := busyTicks() - r.busy0
+	self := procTicks("/proc/self/stat") - r.self0
+	lb := r.srv.CPUTicks()
+	capacity := r.Elapsed.Seconds() * clkTck * float64(runtime.NumCPU())
+	r.OtherCPU = float64(busy-self-lb) / capacity
+	r.BenchCPU = float64(self) / capacity
+	r.LogbookCPU = float64(lb) / capacity
+	r.load1 = loadAvg()
+}
+
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// DescribeMachine lists cores, memory, CPU model, kernel, Go version and the disk holding dir.
+func DescribeMachine(dir string) []string {
+	model := "?"
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+		f.Close()
+	}
+	mem := "?"
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+			}
+		}
+	}
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	disk := "?"
+	if out, err := exec.Command("df", "-h", "--output=source,fstype,size,avail", dir).Output(); err == nil {
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) == 2 {
+			f := strings.Fields(lines[1])
+			if len(f) == 4 {
+				disk = fmt.Sprintf("%s, %s, %s (%s free)", f[0], f[1], f[2], f[3])
+				dev := strings.TrimPrefix(f[0], "/dev/")
+				if rot, err := os.ReadFile("/sys/block/" + dev + "/queue/rotational"); err == nil {
+					disk += map[string]string{"0": ", non-rotational", "1": ", rotational"}[strings.TrimSpace(string(rot))]
+				}
+			}
+		}
+	}
+	return []string{
+		fmt.Sprintf("cores (nproc): %d", runtime.NumCPU()),
+		"memory: " + mem,
+		"CPU: " + model,
+		"kernel: " + strings.TrimSpace(string(kernel)),
+		"Go: " + runtime.Version(),
+		"disk (data directory " + dir + "): " + disk,
+	}
+}
+
+func (r *Report) summarizeProfiles(ctx context.Context) {
+	for i, p := range r.Profiles {
+		out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=20", p.Path).Output()
+		if err != nil {
+			r.Profiles[i].Top = "(pprof failed: " + err.Error() + ")"
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		var keep []string
+		for _, l := range lines {
+			if strings.HasPrefix(l, "File:") || strings.HasPrefix(l, "Build ID:") || strings.HasPrefix(l, "Type:") || strings.HasPrefix(l, "Time:") {
+				continue
+			}
+			keep = append(keep, l)
+		}
+		r.Profiles[i].Top = strings.Join(keep, "\n")
+	}
+}
+
+func latencies(d []time.Duration, ps ...float64) string {
+	var parts []string
+	for _, p := range ps {
+		parts = append(parts, fmt.Sprintf("p%g %s", p, FormatDuration(Percentile(d, p))))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func mem(m PhaseMem) string { return FormatBytes(m.Peak) + cpu(m) }
+
+func cpu(m PhaseMem) string { return fmt.Sprintf("; CPU %.2f cores", m.CPU) }
+
+func verdict(ok bool, miss string) string {
+	if ok {
+		return "met"
+	}
+	return "**missed** " + miss
+}
+
+func sizeName(n int64) string {
+	switch {
+	case n >= 1_000_000 && n%1_000_000 == 0:
+		return fmt.Sprintf("%dM", n/1_000_000)
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return FormatCount(n)
+}
+
+// Table is the one results table.
+func (r *Report) Table() *Table {
+	t := &Table{Header: []string{"Phase", "Logbook", "Ceiling (same run)", "Ratio", "Target", "Logbook peak RSS; CPU"}}
+	c := r.Ceil
+	t.Add("Ceiling: JetStream async publish, sync always", FormatRate(c.AsyncPublish, "msg")+fmt.Sprintf(" (%d-byte records)", c.PayloadLen), "", "", "", "(bench process)")
+	t.Add("Ceiling: JetStream atomic batches of 1000, sync always", FormatRate(c.BatchPublish, "msg"), "", "", "", "(bench process)")
+	t.Add("Ceiling: ClickHouse INSERT (chDB, 10k-row store.Insert)", FormatRate(c.Insert, "rows")+" ("+FormatCount(c.InsertRows)+" rows)", "", "", "", "(bench process)")
+	for _, s := range r.Single {
+		rate := s.Rate()
+		res := FormatRate(rate, "events") + "; " + latencies(s.Lat, 50, 99)
+		if n := s.Fail.Total(); n > 0 {
+			res += fmt.Sprintf("; %d failed (%s)", n, s.Fail)
+		}
+		t.Add(fmt.Sprintf("Single-event ingest, %d concurrent", s.Conc), res,
+			"async "+FormatRate(c.AsyncPublish, "msg")+"; batch "+FormatRate(c.BatchPublish, "msg"),
+			FormatRatio(rate, c.AsyncPublish)+" of async; "+FormatRatio(rate, c.BatchPublish)+" of batch",
+			"≥ 10,000 events/s: "+verdict(rate >= 10_000, fmt.Sprintf("(%.0f%% short)", 100-rate/100)), mem(s.Mem))
+	}
+	if e := r.E2E; e != nil {
+		res := latencies(e.Lat, 50, 99) + fmt.Sprintf(" (%d probes", e.Probes)
+		if e.Unseen > 0 {
+			res += fmt.Sprintf(", **%d never seen**", e.Unseen)
+		}
+		res += fmt.Sprintf(")")
+		t.Add(fmt.Sprintf("End to end: 2xx → visible in search, under %s background", FormatRate(e.Background.Rate(), "events")),
+			res, "", "", "", mem(r.E2EMem))
+	}
+	for _, s := range r.Sizes {
+		b := s.Bulk
+		e2e := float64(b.Events) / b.VisibleIn.Seconds()
+		acc := float64(b.Accepted) / b.AcceptedIn.Seconds()
+		res := fmt.Sprintf("%s end to end (%s events visible in %s); accepted at %s, request %s", FormatRate(e2e, "events"),
+			FormatCount(b.Events), b.VisibleIn.Round(100*time.Millisecond), FormatRate(acc, "events"), latencies(b.ReqLat, 50, 99))
+		if b.Failed > 0 || b.Fail.Total() > 0 {
+			res += fmt.Sprintf("; %d lines failed (%s)", b.Failed, b.Fail)
+		}
+		t.Add(fmt.Sprintf("Bulk ingest to %s stored, %d senders × %d lines", sizeName(s.Size), r.Cfg.Senders, r.Cfg.Lines), res,
+			"INSERT "+FormatRate(c.Insert, "rows")+"; batch publish "+FormatRate(c.BatchPublish, "msg"),
+			FormatRatio(e2e, c.Insert)+" of INSERT; accepted "+FormatRatio(acc, c.BatchPublish)+" of batch",
+			"≥ 50% of INSERT: "+verdict(e2e >= c.Insert/2, fmt.Sprintf("(%.0f%% of the 50%%)", e2e/(c.Insert/2)*100)), mem(s.BulkMem))
+		for i, q := range s.Search {
+			target := ""
+			if i == 0 {
+				p95 := Percentile(q.Lat, 95)
+				if s.Size >= 10_000_000 {
+					target = "p95 < 50ms at 10M: " + verdict(p95 < 50*time.Millisecond, fmt.Sprintf("(%.1f× the budget)", float64(p95)/float64(50*time.Millisecond)))
+				} else {
+					target = "(target applies at 10M)"
+				}
+			}
+			peak := ""
+			if i == 0 {
+				peak = mem(s.SearchMem)
+			}
+			t.Add(fmt.Sprintf("Search at %s: %s", sizeName(s.Size), q.Kind), latencies(q.Lat, 50, 95)+fmt.Sprintf(" (%.0f hits/page)", q.AvgHits), "", "", target, peak)
+		}
+		if s.ExportErr != "" {
+			t.Add(fmt.Sprintf("Export at %s: one organization, CSV", sizeName(s.Size)), "**failed**: "+truncate(s.ExportErr, 200), "", "",
+				"≥ 200,000 rows/s: **missed** (failed)", FormatBytes(s.ExportMem.Before)+" → "+FormatBytes(s.ExportMem.Peak))
+			continue
+		}
+		x := s.Export
+		prod := float64(x.Rows) / x.Produce.Seconds()
+		res = fmt.Sprintf("%s rows in %s: %s (incl. download %s); %s CSV", FormatCount(x.Rows), x.Produce.Round(10*time.Millisecond),
+			FormatRate(prod, "rows"), FormatRate(float64(x.Rows)/x.Total.Seconds(), "rows"), FormatBytes(x.Bytes))
+		if x.Rows != x.ExpectRows {
+			res += fmt.Sprintf("; **expected %s rows**", FormatCount(x.ExpectRows))
+		}
+		t.Add(fmt.Sprintf("Export at %s: one organization, CSV", sizeName(s.Size)), res, "", "",
+			"≥ 200,000 rows/s: "+verdict(prod >= 200_000, fmt.Sprintf("(%.0f%% short)", 100-prod/2000)),
+			FormatBytes(s.ExportMem.Before)+" → "+FormatBytes(s.ExportMem.Peak)+cpu(s.ExportMem))
+	}
+	return t
+}
+
+const (
+	beginMarker = "<!-- bench:begin (generated by make bench; edit outside these markers) -->"
+	endMarker   = "<!-- bench:end -->"
+)
+
+// Write puts the report between the markers of path, keeping what is written around them.
+func (r *Report) Write(path string, t *Table) error {
+	var b strings.Builder
+	cmd := "go run ./deploy/bench " + strings.Join(r.Cfg.Args, " ")
+	if os.Getenv("MAKELEVEL") != "" {
+		cmd = "make bench"
+		if r.Cfg.Quick {
+			cmd = "BENCH_QUICK=1 make bench"
+		}
+		cmd += " (go run ./deploy/bench" + strings.TrimRight(" "+strings.Join(r.Cfg.Args, " "), " ") + ")"
+	}
+	fmt.Fprintf(&b, "Run of %s UTC, %s in all. Command: `%s`", r.Started.UTC().Format("2006-01-02 15:04"), r.Elapsed.Round(time.Second), cmd)
+	if r.Cfg.Quick {
+		b.WriteString(" — **quick mode (smoke run), not the reference figures**")
+	}
+	if r.Partial {
+		b.WriteString(" — **partial: written after " + sizeName(r.Sizes[len(r.Sizes)-1].Size) + " stored events, the run went on**")
+	}
+	b.WriteString(".\n\nMachine:\n")
+	for _, m := range r.Machine {
+		b.WriteString("- " + m + "\n")
+	}
+	fmt.Fprintf(&b, "\nNoise: during the run, processes other than the benchmark and Logbook used %.0f%% of the machine's CPU capacity (the benchmark client %.0f%%, Logbook %.0f%%); load average %s at the start, %s at the end.\n\n",
+		r.OtherCPU*100, r.BenchCPU*100, r.LogbookCPU*100, r.load0, r.load1)
+	b.WriteString(t.Markdown())
+	fmt.Fprintf(&b, "\nSettings: single-event steps of %s each; end to end %s, 10 probes/s, list polled every 20 ms; "+
+		"search: %d sequential queries per kind after 3 warm-up queries, pages of 50, organization %s (%.0f%% of the events); "+
+		"data set: %d organizations, %d actions (Zipf), %d users per organization (Zipf), occurred_at over the past year in order; "+
+		"events rejected by the validator during the run: %d.\n",
+		r.Cfg.Step, r.Cfg.E2E, r.Cfg.SearchN, Orgs[0].ID, Orgs[0].Share*100, len(Orgs), len(Actions), ActorsPerOrg, r.Rejected)
+	if len(r.Profiles) > 0 {
+		b.WriteString("\nCPU profiles of Logbook (pprof `-top`, flat/cumulative):\n")
+		for _, p := range r.Profiles {
+			fmt.Fprintf(&b, "\n<details><summary>%s</summary>\n\n```\n%s\n```\n</details>\n", p.Name, p.Top)
+		}
+	}
+	old, _ := os.ReadFile(path)
+	doc := ReplaceBetween(string(old), beginMarker, endMarker, b.String(), fallbackDoc)
+	return os.WriteFile(path, []byte(doc), 0o644)
+}
+
+const fallbackDoc = `# Benchmarks
+
+` + "`make bench`" + ` (deploy/bench) builds and starts the single-process Logbook on a fresh data directory and
+measures it over HTTP; ` + "`BENCH_QUICK=1 make bench`" + ` is a smoke run with small sizes.
+
+` + beginMarker + `
+` + endMarker + `
+`

@@ -525,12 +525,26 @@ func (s *Service) produce(ctx context.Context, j *Job) (int64, error) {
 		Name:        objectName(j),
 		Description: "audit log export of " + j.OrganizationID,
 		Headers:     map[string][]string{"Content-Type": {j.Filter.contentType()}},
-	}, pr)
+	}, fullReader{pr})
 	_ = pr.CloseWithError(err)
 	if err != nil {
 		return 0, fmt.Errorf("failed to write export %s: %w", j.ID, err)
 	}
 	return rows, nil
+}
+
+// fullReader fills every buffer it is given (until EOF). The object store makes one chunk (one
+// stream message, one disk sync) of each Read; a pipe hands over what each Write held, a few KB of
+// CSV, so without this an export of millions of rows became tens of thousands of tiny chunks and
+// outran JetStream's limit of pending asynchronous publishes.
+type fullReader struct{ r io.Reader }
+
+func (f fullReader) Read(p []byte) (int, error) {
+	n, err := io.ReadFull(f.r, p)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		err = io.EOF
+	}
+	return n, err
 }
 
 // leaseHolder renews a job's lease while it runs and notices when it is lost.

@@ -3,7 +3,9 @@ package store
 import (
 	"bytes"
 	"fmt"
+	"sort"
 	"strconv"
+	"time"
 	"unsafe"
 )
 
@@ -116,4 +118,94 @@ func unescapeTSV(b []byte) string {
 		}
 	}
 	return string(out)
+}
+
+// appendTSV appends v in the engine's TabSeparated input format: strings escaped, arrays and maps
+// as ['a','b'] and {'k':'v'} literals, times as 2006-01-02 15:04:05.000 (UTC).
+func appendTSV(b []byte, v any) ([]byte, error) {
+	switch x := v.(type) {
+	case string:
+		return appendEscaped(b, x), nil
+	case uint32:
+		return strconv.AppendUint(b, uint64(x), 10), nil
+	case uint16:
+		return strconv.AppendUint(b, uint64(x), 10), nil
+	case uint64:
+		return strconv.AppendUint(b, x, 10), nil
+	case int64:
+		return strconv.AppendInt(b, x, 10), nil
+	case time.Time:
+		return x.UTC().AppendFormat(b, "2006-01-02 15:04:05.000"), nil
+	case []string:
+		b = append(b, '[')
+		for i, s := range x {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendQuoted(b, s)
+		}
+		return append(b, ']'), nil
+	case map[string]string:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		b = append(b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendQuoted(b, k)
+			b = append(b, ':')
+			b = appendQuoted(b, x[k])
+		}
+		return append(b, '}'), nil
+	}
+	return b, fmt.Errorf("cannot encode %T", v)
+}
+
+// appendEscaped escapes a string field: backslash, tab, line feed, carriage return and NUL.
+func appendEscaped(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\\':
+			b = append(b, '\\', '\\')
+		case '\t':
+			b = append(b, '\\', 't')
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case 0:
+			b = append(b, '\\', '0')
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
+}
+
+// appendQuoted writes a quoted string literal, as array and map values hold them.
+func appendQuoted(b []byte, s string) []byte {
+	b = append(b, '\'')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\'':
+			b = append(b, '\\', '\'')
+		case '\\':
+			b = append(b, '\\', '\\')
+		case '\t':
+			b = append(b, '\\', 't')
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case 0:
+			b = append(b, '\\', '0')
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '\'')
 }

@@ -14,13 +14,20 @@ import (
 	"github.com/logbookhq/logbook/pkg/event"
 )
 
+// errCodeInsufficientStorage is JetStream's "insufficient storage resources available".
+const errCodeInsufficientStorage = 10047
+
 // StreamLimits are the operator-tunable limits of Logbook's streams.
 type StreamLimits struct {
 	// MaxBytes caps each stream's size. When the raw stream is full, new events are refused
-	// (Discard: New) and the gateway answers 503; nothing already stored is dropped. Default 1 GiB.
+	// (Discard: New) and the gateway answers 503; nothing already stored is dropped. Default 2 GiB.
+	// Consumed messages stay until MaxAge, so size it for MaxAge of traffic: at about 700 bytes an
+	// event, 2 GiB holds about 3 million events, a day at 35 events/s on average. JetStream reserves
+	// the cap of every stream on disk when it creates them.
 	MaxBytes int64
 	// MaxAge is how long messages stay in the streams after they were consumed, so a batch can be
-	// re-read and re-driven. Default 7 days. Must exceed Duplicates.
+	// re-read and re-driven (the writer's batch ledger keeps 6 hours) and reconciled. Default 24 hours.
+	// Must exceed Duplicates. ClickHouse, not the streams, is the record.
 	MaxAge time.Duration
 	// Duplicates is JetStream's message-id dedup window. Default 10 minutes.
 	Duplicates time.Duration
@@ -30,7 +37,7 @@ type StreamLimits struct {
 
 // DefaultStreamLimits returns the defaults documented on StreamLimits.
 func DefaultStreamLimits() StreamLimits {
-	return StreamLimits{MaxBytes: 1 << 30, MaxAge: 7 * 24 * time.Hour, Duplicates: 10 * time.Minute, Replicas: 1}
+	return StreamLimits{MaxBytes: 2 << 30, MaxAge: 24 * time.Hour, Duplicates: 10 * time.Minute, Replicas: 1}
 }
 
 // Validate reports limits that would break the durability promises.
@@ -82,6 +89,12 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, l StreamLimits) 
 	}
 	for _, cfg := range StreamConfigs(l) {
 		s, err := js.CreateOrUpdateStream(ctx, cfg)
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeInsufficientStorage {
+			return fmt.Errorf("failed to create stream %s: JetStream cannot reserve %d bytes for it on disk "+
+				"(LOGBOOK_STREAM_MAX_BYTES is reserved for each of the three streams): lower it or free disk space: %w",
+				cfg.Name, cfg.MaxBytes, err)
+		}
 		if err != nil {
 			return fmt.Errorf("failed to create stream %s: %w", cfg.Name, err)
 		}

@@ -87,3 +87,14 @@ func TestLimitsValidate(t *testing.T) {
 	l.Duplicates = 0
 	assert.Error(t, l.Validate())
 }
+
+// A byte cap JetStream cannot reserve on disk is refused at start-up with an error that names the
+// setting to change.
+func TestUnreservableCapIsNamed(t *testing.T) {
+	_, js := natstest.New(t)
+	l := natsx.DefaultStreamLimits()
+	l.MaxBytes = 1 << 50 // a petabyte
+	err := natsx.EnsureStreams(context.Background(), js, l)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "LOGBOOK_STREAM_MAX_BYTES")
+}

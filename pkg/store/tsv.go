@@ -166,7 +166,15 @@ func appendTSV(b []byte, v any) ([]byte, error) {
 }
 
 // appendEscaped escapes a string field: backslash, tab, line feed, carriage return and NUL.
-func appendEscaped(b []byte, s string) []byte {
+func appendEscaped(b []byte, s string) []byte { return escapeInto(b, s, false) }
+
+// appendQuoted writes a quoted string literal, as array and map values hold them.
+func appendQuoted(b []byte, s string) []byte {
+	b = append(b, '\'')
+	return append(escapeInto(b, s, true), '\'')
+}
+
+func escapeInto(b []byte, s string, quoted bool) []byte {
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; c {
 		case '\\':
@@ -179,33 +187,14 @@ func appendEscaped(b []byte, s string) []byte {
 			b = append(b, '\\', 'r')
 		case 0:
 			b = append(b, '\\', '0')
+		case '\'':
+			if quoted {
+				b = append(b, '\\')
+			}
+			b = append(b, c)
 		default:
 			b = append(b, c)
 		}
 	}
 	return b
-}
-
-// appendQuoted writes a quoted string literal, as array and map values hold them.
-func appendQuoted(b []byte, s string) []byte {
-	b = append(b, '\'')
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '\'':
-			b = append(b, '\\', '\'')
-		case '\\':
-			b = append(b, '\\', '\\')
-		case '\t':
-			b = append(b, '\\', 't')
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case 0:
-			b = append(b, '\\', '0')
-		default:
-			b = append(b, c)
-		}
-	}
-	return append(b, '\'')
 }

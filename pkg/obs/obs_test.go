@@ -127,7 +127,7 @@ writer_consumer_ack_pending_messages{consumer="writer"} 0
 writer_stream_messages{stream="LOGBOOK_VALID"} 3
 # HELP writer_stream_max_bytes The stream's byte cap (LOGBOOK_STREAM_MAX_BYTES); a full raw stream answers producers 503.
 # TYPE writer_stream_max_bytes gauge
-writer_stream_max_bytes{stream="LOGBOOK_VALID"} 1.073741824e+09
+writer_stream_max_bytes{stream="LOGBOOK_VALID"} 2.147483648e+09
 # HELP writer_jetstream_scrape_errors_total Scrapes that could not read a stream's or consumer's state from JetStream.
 # TYPE writer_jetstream_scrape_errors_total counter
 writer_jetstream_scrape_errors_total 1

@@ -64,7 +64,7 @@ func TestOperatorEndpointsOnTheMainAddress(t *testing.T) {
 		`writer_insert_duration_seconds_count`,
 		`writer_insert_errors_total 0`,
 		`queryapi_query_duration_seconds_count{op="query"}`,
-		`ingest_stream_max_bytes{stream="LOGBOOK_RAW"} 1.073741824e+09`,
+		`ingest_stream_max_bytes{stream="LOGBOOK_RAW"} 2.147483648e+09`,
 		`writer_stream_messages{stream="LOGBOOK_VALID"} 2`,
 		`validator_stream_messages{stream="LOGBOOK_REJECTED"} 0`,
 		`go_goroutines`,

@@ -44,6 +44,7 @@ type Profile struct {
 // Report is a whole run.
 type Report struct {
 	Cfg      *Config
+	Commit   string // the code measured
 	Machine  []string
 	Started  time.Time
 	Elapsed  time.Duration
@@ -275,7 +276,7 @@ func (r *Report) Write(path string, t *Table) error {
 		}
 		cmd += " (go run ./deploy/bench" + strings.TrimRight(" "+strings.Join(r.Cfg.Args, " "), " ") + ")"
 	}
-	fmt.Fprintf(&b, "Run of %s UTC, %s in all. Command: `%s`", r.Started.UTC().Format("2006-01-02 15:04"), r.Elapsed.Round(time.Second), cmd)
+	fmt.Fprintf(&b, "Run of %s UTC, %s in all, of commit %s. Command: `%s`", r.Started.UTC().Format("2006-01-02 15:04"), r.Elapsed.Round(time.Second), r.Commit, cmd)
 	if r.Cfg.Quick {
 		b.WriteString(" — **quick mode (smoke run), not the reference figures**")
 	}

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -146,7 +147,7 @@ func Run(ctx context.Context, cfg *Config) (err error) {
 	if err != nil {
 		return err
 	}
-	rep := &Report{Cfg: cfg, Machine: DescribeMachine(cfg.Dir), Started: time.Now()}
+	rep := &Report{Cfg: cfg, Machine: DescribeMachine(cfg.Dir), Started: time.Now(), Commit: commitOf(root)}
 	rep.busy0, rep.self0 = busyTicks(), procTicks("/proc/self/stat")
 	rep.load0 = loadAvg()
 
@@ -178,15 +179,16 @@ func Run(ctx context.Context, cfg *Config) (err error) {
 	cl := NewClient(srv.Base, 1024)
 	profDir := filepath.Join(cfg.Dir, "profiles")
 	_ = os.MkdirAll(profDir, 0o750)
-	profile := func(name string) func() {
-		if cfg.Profile <= 0 {
+	profile := func(name string, limit time.Duration) func() {
+		d := min(cfg.Profile, limit)
+		if d < time.Second {
 			return func() {}
 		}
 		path := filepath.Join(profDir, name+".pprof")
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			if err := srv.CPUProfile(ctx, cfg.Profile, path); err != nil {
+			if err := srv.CPUProfile(ctx, d, path); err != nil {
 				progress("profile %s: %v", name, err)
 				return
 			}
@@ -217,7 +219,7 @@ func Run(ctx context.Context, cfg *Config) (err error) {
 		mem, err := phase("single-event ingest", func() error {
 			wait := func() {}
 			if i == len(cfg.Conc)-1 {
-				wait = profile(fmt.Sprintf("single-event-c%d", n))
+				wait = profile(fmt.Sprintf("single-event-c%d", n), cfg.Step)
 			}
 			st = cl.SingleEvents(ctx, bodies, n, cfg.Step)
 			wait()
@@ -262,7 +264,7 @@ func Run(ctx context.Context, cfg *Config) (err error) {
 		mem, err := phase("bulk ingest", func() error {
 			wait := func() {}
 			if si == 0 {
-				wait = profile("bulk-ingest")
+				wait = profile("bulk-ingest", time.Hour)
 			}
 			var err error
 			b, err = cl.Bulk(ctx, srv, g, cfg.Senders, cfg.Lines)
@@ -284,7 +286,7 @@ func Run(ctx context.Context, cfg *Config) (err error) {
 		row.SearchMem, err = phase("search", func() error {
 			wait := func() {}
 			if si == len(cfg.Sizes)-1 {
-				wait = profile(fmt.Sprintf("search-%d", size))
+				wait = profile(fmt.Sprintf("search-%d", size), time.Hour)
 			}
 			var err error
 			row.Search, err = cl.Search(ctx, Orgs[0].ID, end, cfg.SearchN)
@@ -303,7 +305,7 @@ func Run(ctx context.Context, cfg *Config) (err error) {
 		row.ExportMem, err = phase("export", func() error {
 			wait := func() {}
 			if si == len(cfg.Sizes)-1 {
-				wait = profile(fmt.Sprintf("export-%d", size))
+				wait = profile(fmt.Sprintf("export-%d", size), time.Hour)
 			}
 			row.Export, exportErr = cl.Export(ctx, Orgs[0].ID, end.Add(-366*24*time.Hour), end.Add(time.Hour))
 			wait()
@@ -363,4 +365,17 @@ func repoRoot() (string, error) {
 			return "", fmt.Errorf("no go.work above %s: run from the repository (make bench)", dir)
 		}
 	}
+}
+
+// commitOf names the code measured: the commit, and whether the working tree had changes.
+func commitOf(root string) string {
+	out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	c := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
+		c += " with uncommitted changes"
+	}
+	return c
 }

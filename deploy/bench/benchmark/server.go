@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -36,6 +37,8 @@ type Server struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	exit  chan error
+
+	stopOnce sync.Once
 }
 
 // BuildLogbook builds the single-process binary into dir, from the workspace the benchmark runs in.
@@ -271,8 +274,10 @@ func (s *Server) Rejected(ctx context.Context) (uint64, error) {
 	return si.State.Msgs, nil
 }
 
-// Stop ends the server with SIGTERM (SIGKILL after 30 s).
-func (s *Server) Stop() {
+// Stop ends the server with SIGTERM (SIGKILL after 30 s). Calling it again does nothing.
+func (s *Server) Stop() { s.stopOnce.Do(s.stop) }
+
+func (s *Server) stop() {
 	if s.nc != nil {
 		s.nc.Close()
 	}

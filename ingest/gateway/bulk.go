@@ -162,14 +162,8 @@ func (gw *Gateway) parseLine(ctx context.Context, line []byte, now time.Time, re
 
 // claimAll claims the lines' idempotency keys concurrently, so the claims share disk syncs.
 func (gw *Gateway) claimAll(ctx context.Context, lines []*bulkLine) {
-	if gw.keys == nil {
-		return
-	}
 	var wg sync.WaitGroup
 	for _, l := range lines {
-		if l.key == "" {
-			continue
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -179,29 +173,55 @@ func (gw *Gateway) claimAll(ctx context.Context, lines []*bulkLine) {
 	wg.Wait()
 }
 
+// claim claims l's Idempotency-Key (if it has one and keys are remembered) before its event is
+// published, so that of two concurrent requests with different bodies only one can win. A key
+// already done makes the line a duplicate (answered without publishing); a key still pending (the
+// first attempt running, or dead) makes the line publish that attempt's record again, which every
+// hop deduplicates; a key used with another request is a 409.
 func (gw *Gateway) claim(ctx context.Context, l *bulkLine) {
+	if l.key == "" || gw.keys == nil {
+		return
+	}
+	fail := func(e *wire.Error) { l.res.Status, l.res.Error = LineError, &lineError{Status: e.Status, Error: e} }
 	digest, err := idempotency.Digest(l.rec.OrganizationID, &l.rec.Event)
 	if err != nil {
-		l.res.Status, l.res.Error = LineError, &lineError{Status: http.StatusInternalServerError,
-			Error: &wire.Error{Status: http.StatusInternalServerError, Code: "server_error", Message: "Internal Server Error"}}
+		fail(&wire.Error{Status: http.StatusInternalServerError, Code: "server_error", Message: "Internal Server Error"})
 		return
 	}
 	l.claim = idempotency.Record{Digest: digest, EventID: l.rec.ID, ReceivedAtMs: l.rec.ReceivedAt.UnixMilli()}
 	existing, err := gw.keys.Claim(ctx, idempotency.Key(l.rec.OrganizationID, l.key), l.claim)
 	switch {
 	case err != nil:
-		e := wire.Unavailable("The event could not be stored right now; retry shortly.", 1)
-		l.res.Status, l.res.Error = LineError, &lineError{Status: e.Status, Error: e}
+		gw.log.Warn("idempotency claim failed", "org_id", l.rec.OrganizationID, "err", err)
+		fail(wire.Unavailable("The event could not be stored right now; retry shortly.", 1))
 	case existing == nil:
 	case existing.Digest != l.claim.Digest:
-		e := wire.Conflict("idempotency_error", "This idempotency_key was already used with a different event in the last 24 hours.")
-		l.res.Status, l.res.Error = LineError, &lineError{Status: e.Status, Error: e}
+		fail(wire.Conflict("idempotency_error",
+			"This idempotency key was already used with a different request in the last 24 hours."))
 	case existing.State == idempotency.Done:
 		l.res.Status, l.res.ID = LineDuplicate, existing.EventID
-	default: // a pending earlier attempt: publish its identical record again
+	default:
 		l.claim = *existing
 		l.rec.ID, l.rec.ReceivedAt = existing.EventID, time.UnixMilli(existing.ReceivedAtMs).UTC()
 	}
+}
+
+// markDone records in the background that l's event is stored. The answer does not wait for it:
+// until the mark lands, a repeat publishes the identical record again, which the raw stream's
+// duplicate window collapses, so waiting would only add a disk sync to every request.
+func (gw *Gateway) markDone(l *bulkLine) {
+	if l.key == "" || gw.keys == nil {
+		return
+	}
+	gw.marking.Add(1)
+	go func() {
+		defer gw.marking.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), gw.cfg.PublishTimeout)
+		defer cancel()
+		if err := gw.keys.Done(ctx, idempotency.Key(l.rec.OrganizationID, l.key), l.claim); err != nil {
+			gw.log.Warn("idempotency record not marked done", "org_id", l.rec.OrganizationID, "event_id", l.rec.ID, "err", err)
+		}
+	}()
 }
 
 // publishAll publishes the lines still undecided, concurrently (the group committer gathers them
@@ -228,17 +248,8 @@ func (gw *Gateway) publishAll(ctx context.Context, lines []*bulkLine) {
 	}
 	wg.Wait()
 	for _, l := range lines {
-		if !l.stored || l.key == "" || gw.keys == nil {
-			continue
+		if l.stored {
+			gw.markDone(l)
 		}
-		gw.marking.Add(1)
-		go func() {
-			defer gw.marking.Done()
-			mctx, cancel := context.WithTimeout(context.Background(), gw.cfg.PublishTimeout)
-			defer cancel()
-			if err := gw.keys.Done(mctx, idempotency.Key(l.rec.OrganizationID, l.key), l.claim); err != nil {
-				gw.log.Warn("idempotency record not marked done", "org_id", l.rec.OrganizationID, "event_id", l.rec.ID, "err", err)
-			}
-		}()
 	}
 }

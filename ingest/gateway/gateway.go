@@ -124,58 +124,19 @@ func (gw *Gateway) createEvent(c echo.Context) error {
 		Event:          req.Event,
 	}
 	rec.ID = gw.newID(now)
-	if key != "" && gw.keys != nil {
-		return gw.createOnce(c, rec, key)
+	// One event is a bulk request of one line: the same claim, publish and done mark.
+	l := &bulkLine{res: &LineResult{}, rec: rec, key: key}
+	gw.claim(ctx, l)
+	switch l.res.Status {
+	case LineError:
+		return l.res.Error.Error
+	case LineDuplicate: // a repeat of a stored request: the same answer, nothing published
+		return c.JSON(http.StatusOK, createEventResponse{Success: true})
 	}
 	if err := gw.publish(ctx, rec, event.RawMsgID(rec.OrganizationID, key, rec.ID)); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, createEventResponse{Success: true})
-}
-
-// createOnce publishes rec under an Idempotency-Key: it claims the key first (so of two concurrent
-// requests with different bodies only one can win), publishes, then marks the key done. A repeat of
-// a done key is answered 200 without publishing; a repeat of a pending one (the first attempt still
-// running, or dead) publishes the first attempt's record again, which every hop deduplicates.
-func (gw *Gateway) createOnce(c echo.Context, rec *event.Record, key string) error {
-	ctx := c.Request().Context()
-	digest, err := idempotency.Digest(rec.OrganizationID, &rec.Event)
-	if err != nil {
-		return err
-	}
-	k := idempotency.Key(rec.OrganizationID, key)
-	claim := idempotency.Record{Digest: digest, EventID: rec.ID, ReceivedAtMs: rec.ReceivedAt.UnixMilli()}
-	existing, err := gw.keys.Claim(ctx, k, claim)
-	if err != nil {
-		gw.log.Warn("idempotency claim failed", "org_id", rec.OrganizationID, "err", err)
-		return wire.Unavailable("The event could not be stored right now; retry shortly.", 1)
-	}
-	if existing != nil {
-		if existing.Digest != digest {
-			return wire.Conflict("idempotency_error",
-				"This Idempotency-Key was already used with a different request body in the last 24 hours.")
-		}
-		if existing.State == idempotency.Done {
-			return c.JSON(http.StatusOK, createEventResponse{Success: true})
-		}
-		claim = *existing
-		rec.ID, rec.ReceivedAt = existing.EventID, time.UnixMilli(existing.ReceivedAtMs).UTC()
-	}
-	if err := gw.publish(ctx, rec, event.RawMsgID(rec.OrganizationID, key, rec.ID)); err != nil {
-		return err
-	}
-	// The answer does not wait for the record to say done: until it does, a repeat publishes the
-	// identical record again, which the raw stream's duplicate window collapses (a producer that got
-	// no answer retries within it), so the wait would only add a disk sync to every request.
-	gw.marking.Add(1)
-	go func() {
-		defer gw.marking.Done()
-		mctx, cancel := context.WithTimeout(context.Background(), gw.cfg.PublishTimeout)
-		defer cancel()
-		if err := gw.keys.Done(mctx, k, claim); err != nil {
-			gw.log.Warn("idempotency record not marked done", "org_id", rec.OrganizationID, "event_id", rec.ID, "err", err)
-		}
-	}()
+	gw.markDone(l)
 	return c.JSON(http.StatusOK, createEventResponse{Success: true})
 }
 

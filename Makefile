@@ -1,5 +1,8 @@
 # Logbook. `make run` starts everything in one process; `make test` runs every module's tests.
 SHELL := /bin/bash
+# Go 1.27.3, fetched once per machine by the go command from the Go module proxy (~76 MB); a machine
+# starts on its own Go and ignores a toolchain line in go.mod, so it is set here for every target.
+export GOTOOLCHAIN := go1.27.3
 MODULES := pkg ingest validator writer queryapi deploy/logbook deploy/sdktest deploy/bench deploy/browsertest deploy/servertest
 GO_PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 CHDB_LIB ?= $(or $(LOGBOOK_CHDB_LIB),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/logbook/chdb/26.7.3-stable.1/libchdb.so)

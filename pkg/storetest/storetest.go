@@ -52,3 +52,14 @@ func NewOrg(t testing.TB) string {
 	_, _ = rand.Read(b[:])
 	return "org_test_" + hex.EncodeToString(b[:])
 }
+
+// Main runs a test binary's tests and closes the shared engine before the process exits. Use it
+// as TestMain in every package that calls Shared: an engine left running while the process exits
+// crashes the race detector's exit hook.
+func Main(m *testing.M) {
+	code := m.Run()
+	if shared != nil {
+		_ = shared.Close()
+	}
+	os.Exit(code)
+}

@@ -23,9 +23,11 @@ import (
 
 // Config tunes the gateway.
 type Config struct {
-	// MaxBodyBytes caps a request body. Default 256 KiB, well below NATS's 1 MiB max payload.
+	// MaxBodyBytes caps a request body, and each line of a bulk request (measured before it is
+	// decoded). Default 256 KiB, well below NATS's 1 MiB max payload.
 	MaxBodyBytes int64
-	// PublishTimeout bounds the wait for JetStream's acknowledgement. Default 10 s.
+	// PublishTimeout bounds the wait for JetStream's acknowledgement (for a keyed event, the
+	// publish and the read of its key's stored request together). Default 10 s.
 	PublishTimeout time.Duration
 }
 

@@ -63,8 +63,8 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// start runs the binary on dataDir with the given failpoints (and env, NAME=value, on top of the
-// test defaults) and waits until it serves.
+// start runs the binary on dataDir with the given failpoints (and extra NAME=value variables) and
+// waits until it serves.
 func start(t *testing.T, dataDir, failpoints string, env ...string) *node {
 	t.Helper()
 	n := &node{addr: freeAddr(t), nats: freeAddr(t), log: &bytes.Buffer{}, done: make(chan struct{})}

@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/logbookhq/logbook/ingest/idempotency"
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/validate"
 	"github.com/logbookhq/logbook/pkg/wire"
@@ -56,20 +54,28 @@ type BulkResponse struct {
 	Results    []LineResult `json:"results"`
 }
 
-// bulkLine is one parsed line waiting to be stored.
+// bulkLine is one checked event waiting to be stored: a line of a bulk request, or the body of a
+// single one.
 type bulkLine struct {
 	res    *LineResult
 	rec    *event.Record
 	key    string // Idempotency-Key of the line, or ""
-	claim  idempotency.Record
-	stored bool
+	digest string // of the request, when it has a key
+}
+
+func (l *bulkLine) fail(err error) {
+	var we *wire.Error
+	if !errors.As(err, &we) {
+		we = &wire.Error{Status: http.StatusInternalServerError, Code: "server_error", Message: "Internal Server Error"}
+	}
+	l.res.Status, l.res.Error = LineError, &lineError{Status: we.Status, Error: we}
 }
 
 // createBulk serves POST /audit_logs/events/bulk: NDJSON, one create-event body per line with an
-// optional "idempotency_key", at most 1,000 lines and 5 MB. Every line is checked like a single
-// event; the good lines are published together (they share atomic batches) and the answer, one
-// result per line, comes only after every accepted line is stored. A bad line never costs the
-// good ones.
+// optional "idempotency_key", at most 1,000 lines and 5 MB, each line at most the single-event
+// body limit. Every line is checked like a single event; the good lines are published together
+// (they share atomic batches) and the answer, one result per line, comes only after every
+// accepted line is stored. A bad line never costs the good ones.
 func (gw *Gateway) createBulk(c echo.Context) error {
 	mt, _, _ := mime.ParseMediaType(c.Request().Header.Get(echo.HeaderContentType))
 	if mt != "application/x-ndjson" && mt != "application/jsonl" {
@@ -101,8 +107,7 @@ func (gw *Gateway) createBulk(c echo.Context) error {
 			lines = append(lines, bl)
 		}
 	}
-	gw.claimAll(ctx, lines)
-	gw.publishAll(ctx, lines)
+	gw.storeAll(ctx, lines)
 	resp := BulkResponse{Object: "bulk_result", Results: results}
 	unavailable := 0
 	for _, r := range results {
@@ -125,131 +130,59 @@ func (gw *Gateway) createBulk(c echo.Context) error {
 }
 
 // parseLine checks one line as the single-event endpoint checks a body; nil means it failed (res
-// says why).
+// says why). A line longer than the single-event body limit is refused before it is decoded (413
+// in its result), so a large line costs no more memory than its bytes in the request.
 func (gw *Gateway) parseLine(ctx context.Context, line []byte, now time.Time, res *LineResult) *bulkLine {
-	fail := func(err error) *bulkLine {
-		var we *wire.Error
-		if !errors.As(err, &we) {
-			we = &wire.Error{Status: http.StatusInternalServerError, Code: "server_error", Message: "Internal Server Error"}
-		}
-		res.Status, res.Error = LineError, &lineError{Status: we.Status, Error: we}
+	failed := &bulkLine{res: res}
+	if int64(len(line)) > gw.cfg.MaxBodyBytes {
+		failed.fail(&wire.Error{Status: http.StatusRequestEntityTooLarge, Code: "payload_too_large",
+			Message: fmt.Sprintf("A line holds at most %d bytes (the limit of one event's body); this one has %d.", gw.cfg.MaxBodyBytes, len(line))})
 		return nil
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(line, &fields); err != nil || fields == nil {
-		return fail(wire.BadRequest("invalid_request_body", "The line is not a JSON object.", nil))
+	req, key, err := validate.ParseBulkLine(line, now)
+	if err == nil && len(key) > MaxIdempotencyKeyLen {
+		err = validate.ErrIdempotencyKey
 	}
-	var key string
-	if k, ok := fields["idempotency_key"]; ok {
-		if err := json.Unmarshal(k, &key); err != nil || len(key) > MaxIdempotencyKeyLen {
-			return fail(wire.BadRequest("invalid_idempotency_key",
-				fmt.Sprintf("idempotency_key must be a string of at most %d characters.", MaxIdempotencyKeyLen), nil))
-		}
-		delete(fields, "idempotency_key")
-		line, _ = json.Marshal(fields)
-	}
-	req, err := validate.ParseCreateEvent(line, now)
 	if err != nil {
-		return fail(requestError(err))
+		failed.fail(requestError(err))
+		return nil
 	}
-	if err := gw.checkSchema(ctx, req.OrganizationID, &req.Event); err != nil {
-		return fail(err)
-	}
-	rec := &event.Record{OrganizationID: req.OrganizationID, ReceivedAt: now.Truncate(time.Millisecond), Event: req.Event}
-	rec.ID = gw.newID(now)
-	return &bulkLine{res: res, rec: rec, key: key}
-}
-
-// claimAll claims the lines' idempotency keys concurrently, so the claims share disk syncs.
-func (gw *Gateway) claimAll(ctx context.Context, lines []*bulkLine) {
-	var wg sync.WaitGroup
-	for _, l := range lines {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			gw.claim(ctx, l)
-		}()
-	}
-	wg.Wait()
-}
-
-// claim claims l's Idempotency-Key (if it has one and keys are remembered) before its event is
-// published, so that of two concurrent requests with different bodies only one can win. A key
-// already done makes the line a duplicate (answered without publishing); a key still pending (the
-// first attempt running, or dead) makes the line publish that attempt's record again, which every
-// hop deduplicates; a key used with another request is a 409.
-func (gw *Gateway) claim(ctx context.Context, l *bulkLine) {
-	if l.key == "" || gw.keys == nil {
-		return
-	}
-	fail := func(e *wire.Error) { l.res.Status, l.res.Error = LineError, &lineError{Status: e.Status, Error: e} }
-	digest, err := idempotency.Digest(l.rec.OrganizationID, &l.rec.Event)
+	l, err := gw.prepare(ctx, req, key, now, res)
 	if err != nil {
-		fail(&wire.Error{Status: http.StatusInternalServerError, Code: "server_error", Message: "Internal Server Error"})
-		return
+		failed.fail(err)
+		return nil
 	}
-	l.claim = idempotency.Record{Digest: digest, EventID: l.rec.ID, ReceivedAtMs: l.rec.ReceivedAt.UnixMilli()}
-	existing, err := gw.keys.Claim(ctx, idempotency.Key(l.rec.OrganizationID, l.key), l.claim)
-	switch {
-	case err != nil:
-		gw.log.Warn("idempotency claim failed", "org_id", l.rec.OrganizationID, "err", err)
-		fail(wire.Unavailable("The event could not be stored right now; retry shortly.", 1))
-	case existing == nil:
-	case existing.Digest != l.claim.Digest:
-		fail(wire.Conflict("idempotency_error",
-			"This idempotency key was already used with a different request in the last 24 hours."))
-	case existing.State == idempotency.Done:
-		l.res.Status, l.res.ID = LineDuplicate, existing.EventID
-	default:
-		l.claim = *existing
-		l.rec.ID, l.rec.ReceivedAt = existing.EventID, time.UnixMilli(existing.ReceivedAtMs).UTC()
-	}
+	return l
 }
 
-// markDone records in the background that l's event is stored. The answer does not wait for it:
-// until the mark lands, a repeat publishes the identical record again, which the raw stream's
-// duplicate window collapses, so waiting would only add a disk sync to every request.
-func (gw *Gateway) markDone(l *bulkLine) {
-	if l.key == "" || gw.keys == nil {
-		return
-	}
-	gw.marking.Add(1)
-	go func() {
-		defer gw.marking.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), gw.cfg.PublishTimeout)
-		defer cancel()
-		if err := gw.keys.Done(ctx, idempotency.Key(l.rec.OrganizationID, l.key), l.claim); err != nil {
-			gw.log.Warn("idempotency record not marked done", "org_id", l.rec.OrganizationID, "event_id", l.rec.ID, "err", err)
-		}
-	}()
-}
-
-// publishAll publishes the lines still undecided, concurrently (the group committer gathers them
-// into atomic batches), and marks their keys done afterwards without holding the answer.
-func (gw *Gateway) publishAll(ctx context.Context, lines []*bulkLine) {
-	var wg sync.WaitGroup
+// storeAll stores the lines concurrently (the group committer gathers them into atomic batches),
+// except that lines sharing an Idempotency-Key are stored one after the other, in request order:
+// the first is the request, the later ones are repeats of it (duplicate, or 409 for another body).
+func (gw *Gateway) storeAll(ctx context.Context, lines []*bulkLine) {
+	var groups [][]*bulkLine
+	byKey := map[string]int{}
 	for _, l := range lines {
-		if l.res.Status != "" {
+		if l.key == "" {
+			groups = append(groups, []*bulkLine{l})
 			continue
 		}
+		k := l.rec.OrganizationID + "\x00" + l.key
+		if i, ok := byKey[k]; ok {
+			groups[i] = append(groups[i], l)
+			continue
+		}
+		byKey[k] = len(groups)
+		groups = append(groups, []*bulkLine{l})
+	}
+	var wg sync.WaitGroup
+	for _, g := range groups {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := gw.publish(ctx, l.rec, event.RawMsgID(l.rec.OrganizationID, l.key, l.rec.ID)); err != nil {
-				var we *wire.Error
-				if !errors.As(err, &we) {
-					we = &wire.Error{Status: http.StatusInternalServerError, Code: "server_error", Message: "Internal Server Error"}
-				}
-				l.res.Status, l.res.Error = LineError, &lineError{Status: we.Status, Error: we}
-				return
+			for _, l := range g {
+				gw.store(ctx, l)
 			}
-			l.res.Status, l.res.ID, l.stored = LineAccepted, l.rec.ID, true
 		}()
 	}
 	wg.Wait()
-	for _, l := range lines {
-		if l.stored {
-			gw.markDone(l)
-		}
-	}
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -16,9 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
-	"github.com/logbookhq/logbook/ingest/idempotency"
 	"github.com/logbookhq/logbook/pkg/event"
-	"github.com/logbookhq/logbook/pkg/failpoint"
 	"github.com/logbookhq/logbook/pkg/schema"
 	"github.com/logbookhq/logbook/pkg/validate"
 	"github.com/logbookhq/logbook/pkg/wire"
@@ -26,9 +23,11 @@ import (
 
 // Config tunes the gateway.
 type Config struct {
-	// MaxBodyBytes caps a request body. Default 256 KiB, well below NATS's 1 MiB max payload.
+	// MaxBodyBytes caps a request body, and each line of a bulk request (measured before it is
+	// decoded). Default 256 KiB, well below NATS's 1 MiB max payload.
 	MaxBodyBytes int64
-	// PublishTimeout bounds the wait for JetStream's acknowledgement. Default 10 s.
+	// PublishTimeout bounds the wait for JetStream's acknowledgement (for a keyed event, the
+	// publish and the read of its key's stored request together). Default 10 s.
 	PublishTimeout time.Duration
 }
 
@@ -46,6 +45,11 @@ type publisher interface {
 	Publish(ctx context.Context, msg *nats.Msg) error
 }
 
+// keyRecords reads the message a key's raw subject holds: the raw stream's jetstream.Stream.
+type keyRecords interface {
+	GetLastMsgForSubject(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error)
+}
+
 // schemas is the part of the schema registry the gateway needs: a *schema.Registry.
 type schemas interface {
 	schema.Source
@@ -55,35 +59,23 @@ type schemas interface {
 	Actions() []string
 }
 
-// keys remembers Idempotency-Keys: an *idempotency.Store.
-type keys interface {
-	Claim(ctx context.Context, key string, rec idempotency.Record) (*idempotency.Record, error)
-	Done(ctx context.Context, key string, rec idempotency.Record) error
-}
-
 // Gateway serves the ingest routes. Safe for concurrent use.
 type Gateway struct {
 	pub     publisher
+	keys    keyRecords
 	schemas schemas
-	keys    keys
-	marking sync.WaitGroup
 	cfg     Config
 	log     *slog.Logger
 	now     func() time.Time
 	newID   func(time.Time) string
 }
 
-// UseIdempotency makes the gateway remember Idempotency-Keys in k for 24 hours: a repeat is
-// answered without publishing, a reused key with another body gets 409 idempotency_error. Without
-// it, a repeat is collapsed only within JetStream's duplicate window.
-func (gw *Gateway) UseIdempotency(k keys) { gw.keys = k }
-
-// New returns a Gateway publishing through pub (a natsx.GroupCommit on the raw stream) and
-// validating with reg.
-func New(pub publisher, reg schemas, cfg Config, log *slog.Logger) *Gateway {
+// New returns a Gateway publishing through pub (a natsx.GroupCommit on the raw stream), reading
+// the records of Idempotency-Keys from raw (the raw stream) and validating with reg.
+func New(pub publisher, raw keyRecords, reg schemas, cfg Config, log *slog.Logger) *Gateway {
 	entropy := ulid.DefaultEntropy() // monotonic within a millisecond, safe for concurrent use
 	return &Gateway{
-		pub: pub, schemas: reg, cfg: cfg, log: log, now: time.Now,
+		pub: pub, keys: raw, schemas: reg, cfg: cfg, log: log, now: time.Now,
 		newID: func(t time.Time) string { return ulid.MustNew(ulid.Timestamp(t), entropy).String() },
 	}
 }
@@ -114,76 +106,38 @@ func (gw *Gateway) createEvent(c echo.Context) error {
 		return wire.BadRequest("invalid_idempotency_key",
 			fmt.Sprintf("The Idempotency-Key header must be at most %d characters.", MaxIdempotencyKeyLen), nil)
 	}
+	// One event is a bulk request of one line: the same checks, publish and key handling.
 	ctx := c.Request().Context()
-	if err := gw.checkSchema(ctx, req.OrganizationID, &req.Event); err != nil {
+	l, err := gw.prepare(ctx, req, key, now, &LineResult{})
+	if err != nil {
 		return err
 	}
-	rec := &event.Record{
-		OrganizationID: req.OrganizationID,
-		ReceivedAt:     now.Truncate(time.Millisecond),
-		Event:          req.Event,
-	}
-	rec.ID = gw.newID(now)
-	// One event is a bulk request of one line: the same claim, publish and done mark.
-	l := &bulkLine{res: &LineResult{}, rec: rec, key: key}
-	gw.claim(ctx, l)
-	switch l.res.Status {
-	case LineError:
+	gw.store(ctx, l)
+	if l.res.Status == LineError {
 		return l.res.Error.Error
-	case LineDuplicate: // a repeat of a stored request: the same answer, nothing published
-		return c.JSON(http.StatusOK, createEventResponse{Success: true})
 	}
-	if err := gw.publish(ctx, rec, event.RawMsgID(rec.OrganizationID, key, rec.ID)); err != nil {
-		return err
-	}
-	gw.markDone(l)
+	// Accepted, or a repeat of a stored request (answered the same, nothing published).
 	return c.JSON(http.StatusOK, createEventResponse{Success: true})
 }
 
-// Wait waits for the idempotency records still being marked done; call it before closing the
-// idempotency store.
-func (gw *Gateway) Wait() { gw.marking.Wait() }
-
 // checkSchema answers a schema violation in the response, as WorkOS does: the organization's own
-// schema for the action when it has one, else the environment's. The validator worker applies the
-// same check again before anything is stored.
-func (gw *Gateway) checkSchema(ctx context.Context, org string, ev *event.Event) error {
-	compiled, err := schema.Resolve(ctx, gw.schemas, org, ev.Action, ev.Version)
+// schema for the action when it has one, else the environment's. It returns the version it checked
+// against (or none), which the record carries so that the validator checks exactly that version.
+func (gw *Gateway) checkSchema(ctx context.Context, org string, ev *event.Event) (*event.SchemaRef, error) {
+	compiled, ref, err := schema.ResolveRef(ctx, gw.schemas, org, ev.Action, ev.Version)
 	if errors.Is(err, schema.ErrUnknownVersion) {
-		return wire.BadRequest("invalid_audit_log_event", "Invalid Audit Log event.",
+		return nil, wire.BadRequest("invalid_audit_log_event", "Invalid Audit Log event.",
 			[]schema.InstanceError{{InstancePath: "/version", Message: err.Error()}})
 	}
 	if err != nil {
-		return wire.Unavailable("Schemas are unavailable; retry shortly.", 1)
+		return nil, wire.Unavailable("Schemas are unavailable; retry shortly.", 1)
 	}
-	if compiled == nil {
-		return nil
+	if compiled != nil {
+		if errs := compiled.Validate(ev); errs != nil {
+			return nil, wire.BadRequest("invalid_audit_log_event", "Invalid Audit Log event.", errs)
+		}
 	}
-	if errs := compiled.Validate(ev); errs != nil {
-		return wire.BadRequest("invalid_audit_log_event", "Invalid Audit Log event.", errs)
-	}
-	return nil
-}
-
-func (gw *Gateway) publish(ctx context.Context, rec *event.Record, msgID string) error {
-	data, err := rec.Marshal()
-	if err != nil {
-		return err
-	}
-	msg := nats.NewMsg(event.RawSubject(rec.OrganizationID))
-	msg.Data = data
-	msg.Header.Set(jetstream.MsgIDHeader, msgID)
-	msg.Header.Set(jetstream.ExpectedStreamHeader, event.StreamRaw)
-	ctx, cancel := context.WithTimeout(ctx, gw.cfg.PublishTimeout)
-	defer cancel()
-	if err := gw.pub.Publish(ctx, msg); err != nil {
-		// Whatever the cause (full stream, NATS away, timeout), the event is not known to be
-		// stored: never answer 2xx. A retry with the same Idempotency-Key is safe.
-		gw.log.Warn("publish failed", "org_id", rec.OrganizationID, "event_id", rec.ID, "err", err)
-		return wire.Unavailable("The event could not be stored right now; retry shortly.", 1)
-	}
-	failpoint.Inject("gateway-after-publish") // stored, not yet answered
-	return nil
+	return ref, nil
 }
 
 // requestError maps a create-event parse error to the WorkOS envelope.
@@ -194,6 +148,9 @@ func requestError(err error) error {
 		return wire.Unprocessable("unprocessable_entity", "Validation failed.", fe)
 	case errors.Is(err, validate.ErrMalformed):
 		return wire.BadRequest("invalid_request_body", err.Error(), nil)
+	case errors.Is(err, validate.ErrIdempotencyKey):
+		return wire.BadRequest("invalid_idempotency_key",
+			fmt.Sprintf("idempotency_key must be a string of at most %d characters.", MaxIdempotencyKeyLen), nil)
 	}
 	return err
 }

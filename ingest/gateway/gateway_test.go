@@ -50,7 +50,7 @@ type env struct {
 	js jetstream.JetStream
 }
 
-func newEnvWith(t *testing.T, js jetstream.JetStream, cfg gateway.Config) *env {
+func newEnvWith(t testing.TB, js jetstream.JetStream, cfg gateway.Config) *env {
 	t.Helper()
 	reg, err := schema.NewRegistry(context.Background(), js, quietLog())
 	require.NoError(t, err)
@@ -58,11 +58,18 @@ func newEnvWith(t *testing.T, js jetstream.JetStream, cfg gateway.Config) *env {
 	raw := natsx.NewGroupCommit(js.Conn(), js, event.StreamRaw, natsx.DefaultGroupConfig())
 	t.Cleanup(raw.Close)
 	e := wire.NewServer(quietLog())
-	gateway.New(raw, reg, cfg, quietLog()).Register(e.Group(""))
+	gateway.New(raw, rawStream(t, js), reg, cfg, quietLog()).Register(e.Group(""))
 	return &env{e: e, js: js}
 }
 
-func newEnv(t *testing.T) *env {
+func rawStream(t testing.TB, js jetstream.JetStream) jetstream.Stream {
+	t.Helper()
+	s, err := js.Stream(context.Background(), event.StreamRaw)
+	require.NoError(t, err)
+	return s
+}
+
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	_, js := natstest.New(t)
 	return newEnvWith(t, js, gateway.DefaultConfig())
@@ -124,7 +131,7 @@ func (e *env) rawMsgs(t *testing.T) []*jetstream.RawStreamMsg {
 }
 
 // patch returns workosBody with change applied to its decoded form.
-func patch(t *testing.T, change func(body, ev map[string]any)) string {
+func patch(t testing.TB, change func(body, ev map[string]any)) string {
 	t.Helper()
 	var m map[string]any
 	require.NoError(t, json.Unmarshal([]byte(workosBody), &m))
@@ -173,7 +180,7 @@ func TestCreateEventPublishesRecord(t *testing.T) {
 	assert.Equal(t, rec.ReceivedAt, rec.ReceivedAt.Truncate(time.Millisecond), "millisecond precision")
 	assert.False(t, rec.ReceivedAt.Before(before) || rec.ReceivedAt.After(after), "received_at is the time of the request")
 	assert.Equal(t, rec.ReceivedAt.UnixMilli(), int64(id.Time()), "the ULID carries the receive time")
-	assert.Equal(t, event.RawMsgID(org, "", rec.ID), m.Header.Get(jetstream.MsgIDHeader))
+	assert.Equal(t, rec.MsgID(), m.Header.Get(jetstream.MsgIDHeader))
 
 	// The event is the one sent.
 	assert.Equal(t, "user.signed_in", rec.Event.Action)
@@ -218,7 +225,7 @@ func TestIdempotencyKey(t *testing.T) {
 		assert.JSONEq(t, `{"success":true}`, string(r.Body))
 	}
 	assert.Equal(t, uint64(1), e.rawCount(t))
-	assert.Equal(t, event.RawMsgID(org, "key-1", ""), e.rawMsgs(t)[0].Header.Get(jetstream.MsgIDHeader))
+	assert.Equal(t, event.RawKeySubject(org, "key-1"), e.rawMsgs(t)[0].Subject, "a keyed event is on its key's subject")
 
 	// Another key is another event.
 	require.Equal(t, http.StatusOK, e.postEvent(t, workosBody, key("key-2")).Code)
@@ -540,7 +547,7 @@ func TestSchemasUnavailableIs503(t *testing.T) {
 	raw := natsx.NewGroupCommit(js.Conn(), js, event.StreamRaw, natsx.DefaultGroupConfig())
 	t.Cleanup(raw.Close)
 	srv := wire.NewServer(quietLog())
-	gateway.New(raw, reg, gateway.DefaultConfig(), quietLog()).Register(srv.Group(""))
+	gateway.New(raw, rawStream(t, js), reg, gateway.DefaultConfig(), quietLog()).Register(srv.Group(""))
 	e := &env{e: srv, js: js}
 
 	require.Equal(t, http.StatusCreated, e.do(t, http.MethodPost, "/audit_logs/actions/user.signed_in/schemas", schemaBody, nil).Code)

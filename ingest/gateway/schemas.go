@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -57,6 +58,13 @@ func (gw *Gateway) createSchema(c echo.Context) error {
 	body, err := wire.ReadBody(c, schema.MaxDefinitionBytes)
 	if err != nil {
 		return err
+	}
+	// JSON that says two things (a duplicate name) or holds invalid UTF-8 is a 400; a body that
+	// is not JSON at all stays an invalid schema (422), below.
+	if json.Valid(body) {
+		if err := validate.CheckJSON(body); err != nil {
+			return wire.BadRequest("invalid_request_body", err.Error(), nil)
+		}
 	}
 	def, err := schema.ParseDefinition(body)
 	if err != nil {

@@ -4,8 +4,6 @@
 package event
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -48,6 +46,27 @@ type Record struct {
 	// ReceivedAt is when the gateway accepted the event, in UTC, millisecond precision.
 	ReceivedAt time.Time `json:"received_at"`
 	Event      Event     `json:"event"`
+	// Schema is the schema version the gateway accepted the event under; the validator checks
+	// the event against exactly that version. Nil in records written before it existed (and by
+	// other paths into the raw stream): the validator then resolves the schema itself.
+	Schema *SchemaRef `json:"schema,omitempty"`
+}
+
+// Scopes of a SchemaRef.
+const (
+	// SchemaNone: the action had no schema, in the organization or the environment.
+	SchemaNone = "none"
+	// SchemaEnv: the environment's schema of the action.
+	SchemaEnv = "env"
+	// SchemaOrg: the organization's own schema of the action.
+	SchemaOrg = "org"
+)
+
+// SchemaRef names one schema version: the organization's own or the environment's version of the
+// event's action, or none. Versions are immutable, so a reference always means the same schema.
+type SchemaRef struct {
+	Scope   string `json:"scope"`
+	Version int    `json:"version,omitempty"`
 }
 
 // Marshal encodes r as the JSON payload of a stream message.
@@ -84,18 +103,9 @@ const TimeFormat = "2006-01-02T15:04:05.000Z"
 // FormatTime renders t in TimeFormat.
 func FormatTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
 
-// RawMsgID is the JetStream message id of a raw publish. With an Idempotency-Key it is derived
-// from the organization and the key, so a retried request collapses into one message even though
-// the gateway mints a new event id for each attempt; without a key it is the event id.
-func RawMsgID(org, idempotencyKey, eventID string) string {
-	if idempotencyKey != "" {
-		sum := sha256.Sum256([]byte(idempotencyKey))
-		return org + ":k:" + hex.EncodeToString(sum[:16])
-	}
-	return org + ":" + eventID
-}
-
-// MsgID is the JetStream message id of r on every hop after the gateway.
+// MsgID is the JetStream message id of r on every hop, the raw publish included: the event's
+// identity. (An Idempotency-Key is not a message id: a keyed event's raw subject is the key's
+// record, see RawKeySubject.)
 func (r *Record) MsgID() string { return r.OrganizationID + ":" + r.ID }
 
 // MarshalJSON writes occurred_at in TimeFormat (three fractional digits, as the WorkOS SDKs expect).

@@ -1,7 +1,15 @@
 package event
 
-// Stream and subject names. Every subject ends in the organization id, so consumers and operators
-// can filter one organization's traffic, and the id is restricted by OrgIDPattern.
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+)
+
+// Stream and subject names. The third token of every subject is the organization id
+// (logbook.<stage>.<org>, and logbook.raw.<org>.k.<key digest> for an event sent with an
+// Idempotency-Key), so consumers and operators can filter one organization's traffic; the id is
+// restricted by OrgIDPattern.
 const (
 	// StreamRaw holds events as the gateway accepted them, before schema validation.
 	StreamRaw = "LOGBOOK_RAW"
@@ -23,8 +31,6 @@ const (
 	BucketSchemas = "logbook_schemas"
 	// BucketAPIKeys is the key-value bucket holding API key hashes.
 	BucketAPIKeys = "logbook_api_keys"
-	// BucketIdempotency is the key-value bucket remembering Idempotency-Keys for 24 hours.
-	BucketIdempotency = "logbook_idempotency"
 	// BucketRetention is the key-value bucket holding each organization's retention setting.
 	BucketRetention = "logbook_retention"
 	// BucketExports is the key-value bucket holding export jobs and their state.
@@ -37,10 +43,34 @@ const (
 
 	// HeaderRejectReason carries why the validator refused an event (on StreamRejected messages).
 	HeaderRejectReason = "Logbook-Reject-Reason"
+	// HeaderRequestDigest carries the digest of the create-event request a keyed raw message was
+	// published for (see RawKeySubject), so a repeat of the key can tell the same request from
+	// another one.
+	HeaderRequestDigest = "Logbook-Request-Digest"
 )
 
-// RawSubject is the subject an organization's raw events are published on.
+// RawSubject is the subject an organization's raw events without an Idempotency-Key are
+// published on.
 func RawSubject(org string) string { return subjectRaw + org }
+
+// RawKeySubject is the subject of org's raw event sent with Idempotency-Key key. It holds at most
+// one message: the gateway publishes with an expected last subject sequence of 0, so the raw stream
+// itself is the record of the key for as long as it keeps the message (at least 24 hours). The key
+// enters the subject as a digest, so any header value makes a valid subject token.
+func RawKeySubject(org, key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return subjectRaw + org + ".k." + hex.EncodeToString(sum[:16])
+}
+
+// OrgFromSubject returns the organization token of a Logbook stream subject, or "" when subject
+// has none.
+func OrgFromSubject(subject string) string {
+	parts := strings.SplitN(subject, ".", 4)
+	if len(parts) < 3 || parts[0] != "logbook" {
+		return ""
+	}
+	return parts[2]
+}
 
 // ValidSubject is the subject an organization's validated events are published on.
 func ValidSubject(org string) string { return subjectValid + org }
@@ -50,7 +80,7 @@ func RejectedSubject(org string) string { return subjectRejected + org }
 
 // RawSubjects, ValidSubjects and RejectedSubjects are the streams' subject filters.
 const (
-	RawSubjects      = subjectRaw + "*"
+	RawSubjects      = subjectRaw + ">"
 	ValidSubjects    = subjectValid + "*"
 	RejectedSubjects = subjectRejected + "*"
 )

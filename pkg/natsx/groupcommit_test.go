@@ -122,14 +122,21 @@ func TestGroupCommitReportsAFullStream(t *testing.T) {
 func TestGroupCommitOnAKeyValueBucket(t *testing.T) {
 	_, js := natstest.New(t)
 	ctx := context.Background()
-	kv, err := js.KeyValue(ctx, event.BucketIdempotency)
+	const bucket = "test_group_commit"
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, Storage: jetstream.FileStorage})
+	require.NoError(t, err)
+	s, err := js.Stream(ctx, natsx.KVStream(bucket))
+	require.NoError(t, err)
+	cfg := s.CachedInfo().Config
+	cfg.AllowAtomicPublish = true // a bucket's stream is created without it
+	_, err = js.UpdateStream(ctx, cfg)
 	require.NoError(t, err)
 	_, err = kv.Put(ctx, "taken", []byte("first"))
 	require.NoError(t, err)
-	g := natsx.NewGroupCommit(js.Conn(), js, natsx.KVStream(event.BucketIdempotency), natsx.DefaultGroupConfig())
+	g := natsx.NewGroupCommit(js.Conn(), js, natsx.KVStream(bucket), natsx.DefaultGroupConfig())
 	t.Cleanup(g.Close)
 	msg := func(key, val string, create bool) *nats.Msg {
-		m := nats.NewMsg(natsx.KVSubject(event.BucketIdempotency, key))
+		m := nats.NewMsg(natsx.KVSubject(bucket, key))
 		m.Data = []byte(val)
 		if create {
 			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")

@@ -132,15 +132,16 @@ func CheckStream(c jetstream.StreamConfig) error {
 
 // Bucket lifetimes.
 const (
-	// IdempotencyTTL is how long an Idempotency-Key is remembered (the WorkOS promise).
+	// IdempotencyTTL is how long an Idempotency-Key is honoured (the WorkOS promise). A keyed
+	// event's raw message is the key's record (event.RawKeySubject), so the raw stream must keep
+	// every message at least this long.
 	IdempotencyTTL = 24 * time.Hour
 	// ExportTTL is how long an export job and its file are kept.
 	ExportTTL = 7 * 24 * time.Hour
 )
 
 // EnsureBuckets creates the key-value buckets and the object store Logbook uses, file-backed:
-// schemas, API keys, retention settings and secrets (kept until deleted), Idempotency-Keys (24 h,
-// written through group commit, so atomic publish is enabled on its stream), and export jobs and
+// schemas, API keys, retention settings and secrets (kept until deleted), and export jobs and
 // files (ExportTTL).
 func EnsureBuckets(ctx context.Context, js jetstream.JetStream, replicas int) error {
 	for _, c := range []jetstream.KeyValueConfig{
@@ -148,16 +149,12 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, replicas int) er
 		{Bucket: event.BucketAPIKeys},
 		{Bucket: event.BucketRetention},
 		{Bucket: event.BucketSecrets},
-		{Bucket: event.BucketIdempotency, TTL: IdempotencyTTL},
 		{Bucket: event.BucketExports, TTL: ExportTTL},
 	} {
 		c.Storage, c.Replicas, c.History = jetstream.FileStorage, replicas, 1
 		if _, err := js.CreateOrUpdateKeyValue(ctx, c); err != nil {
 			return fmt.Errorf("failed to create bucket %s: %w", c.Bucket, err)
 		}
-	}
-	if err := allowAtomicPublish(ctx, js, KVStream(event.BucketIdempotency)); err != nil {
-		return err
 	}
 	_, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      event.ObjectsExports,
@@ -177,24 +174,6 @@ func KVStream(bucket string) string { return "KV_" + bucket }
 
 // KVSubject is the subject a key-value bucket stores key under.
 func KVSubject(bucket, key string) string { return "$KV." + bucket + "." + key }
-
-// allowAtomicPublish turns on atomic batch publishing on an existing stream (a key-value bucket's
-// stream is created without it), so a GroupCommit can write to it.
-func allowAtomicPublish(ctx context.Context, js jetstream.JetStream, stream string) error {
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return fmt.Errorf("failed to open stream %s: %w", stream, err)
-	}
-	cfg := s.CachedInfo().Config
-	if cfg.AllowAtomicPublish {
-		return nil
-	}
-	cfg.AllowAtomicPublish = true
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		return fmt.Errorf("failed to allow atomic publish on %s: %w", stream, err)
-	}
-	return nil
-}
 
 // Prepare creates or checks everything Logbook keeps in JetStream: the streams and the buckets.
 func Prepare(ctx context.Context, js jetstream.JetStream, l StreamLimits) error {

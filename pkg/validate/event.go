@@ -4,7 +4,6 @@
 package validate
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,8 +32,12 @@ const (
 	MaxOccurredAtSkewFut = 24 * time.Hour
 )
 
-// ErrMalformed marks a body that is not a JSON object at all (HTTP 400).
+// ErrMalformed marks a body that is not one strict JSON object: not JSON, not an object, a
+// duplicate member name, invalid UTF-8 (HTTP 400).
 var ErrMalformed = errors.New("malformed JSON body")
+
+// ErrIdempotencyKey marks a bulk line whose "idempotency_key" is not a string (HTTP 400).
+var ErrIdempotencyKey = errors.New("idempotency_key must be a string")
 
 // FieldError is one structural problem: the field's dotted path and a readable requirement.
 // Code is readable on purpose: the Node SDK shows the codes as its exception message.
@@ -66,13 +69,35 @@ type CreateEvent struct {
 }
 
 // ParseCreateEvent decodes and checks a create-event body. It returns ErrMalformed (wrapped) for
-// a body that is not a JSON object and FieldErrors for every structural problem it finds.
-// now is used to refuse events dated far in the future.
+// a body that is not one strict JSON object (see CheckJSON) and FieldErrors for every structural
+// problem it finds. now is used to refuse events dated far in the future.
 func ParseCreateEvent(body []byte, now time.Time) (*CreateEvent, error) {
 	obj, err := decodeObject(body)
 	if err != nil {
 		return nil, err
 	}
+	return parseCreateEvent(obj, now)
+}
+
+// ParseBulkLine is ParseCreateEvent for one line of a bulk request, which may also carry the
+// line's Idempotency-Key as "idempotency_key" (key is "" without one). A key that is not a string
+// is ErrIdempotencyKey.
+func ParseBulkLine(line []byte, now time.Time) (req *CreateEvent, key string, err error) {
+	obj, err := decodeObject(line)
+	if err != nil {
+		return nil, "", err
+	}
+	if v, ok := obj["idempotency_key"]; ok {
+		if key, ok = v.(string); !ok {
+			return nil, "", ErrIdempotencyKey
+		}
+		delete(obj, "idempotency_key")
+	}
+	req, err = parseCreateEvent(obj, now)
+	return req, key, err
+}
+
+func parseCreateEvent(obj map[string]any, now time.Time) (*CreateEvent, error) {
 	c := &checker{}
 	out := &CreateEvent{}
 	c.allowOnly("", obj, "organization_id", "event")
@@ -87,23 +112,6 @@ func ParseCreateEvent(body []byte, now time.Time) (*CreateEvent, error) {
 		return nil, c.errs
 	}
 	return out, nil
-}
-
-func decodeObject(body []byte) (map[string]any, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrMalformed, err.Error())
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrMalformed)
-	}
-	obj, ok := v.(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("%w: the body must be a JSON object", ErrMalformed)
-	}
-	return obj, nil
 }
 
 type checker struct{ errs FieldErrors }
@@ -285,7 +293,7 @@ func ParseRecord(data []byte) (*event.Record, error) {
 		return nil, err
 	}
 	c := &checker{}
-	c.allowOnly("", obj, "id", "organization_id", "received_at", "event")
+	c.allowOnly("", obj, "id", "organization_id", "received_at", "event", "schema")
 	rec := &event.Record{
 		ID:             c.str("id", obj["id"], true, MaxIDLen),
 		OrganizationID: c.str("organization_id", obj["organization_id"], true, 64),
@@ -301,8 +309,30 @@ func ParseRecord(data []byte) (*event.Record, error) {
 	if evObj, ok := c.object("event", obj["event"], true); ok {
 		rec.Event = c.event(evObj, rec.ReceivedAt)
 	}
+	if ref, ok := c.object("schema", obj["schema"], false); ok {
+		rec.Schema = c.schemaRef(ref)
+	}
 	if len(c.errs) > 0 {
 		return nil, c.errs
 	}
 	return rec, nil
+}
+
+// schemaRef checks the schema version a record was accepted under: {"scope":"none"} or
+// {"scope":"org"|"env","version":n}.
+func (c *checker) schemaRef(obj map[string]any) *event.SchemaRef {
+	c.allowOnly("schema.", obj, "scope", "version")
+	ref := &event.SchemaRef{Scope: c.str("schema.scope", obj["scope"], true, 8)}
+	n, _ := obj["version"].(json.Number)
+	v, err := n.Int64()
+	switch {
+	case ref.Scope == event.SchemaNone && obj["version"] == nil:
+	case ref.Scope != event.SchemaOrg && ref.Scope != event.SchemaEnv:
+		c.add("schema", "schema must be {\"scope\":\"none\"} or name an org or env scope and a version")
+	case err != nil || v < 1 || v > MaxVersion:
+		c.add("schema.version", "schema.version must be a positive integer")
+	default:
+		ref.Version = int(v)
+	}
+	return ref
 }

@@ -207,7 +207,9 @@ func (w *Worker) decide(ctx context.Context, m jetstream.Msg) (out *nats.Msg, va
 	if err != nil {
 		return rejected(org, id, m.Data(), err.Error()), false
 	}
-	compiled, err := schema.Resolve(ctx, w.schemas, rec.OrganizationID, rec.Event.Action, rec.Event.Version)
+	// The version the gateway accepted the event under, when the record names one (see
+	// schema.ResolveRecord): a schema registered since does not turn an answered event away.
+	compiled, err := schema.ResolveRecord(ctx, w.schemas, rec)
 	switch {
 	case errors.Is(err, schema.ErrUnknownVersion):
 		return rejected(rec.OrganizationID, rec.MsgID(), m.Data(), err.Error()), false
@@ -245,7 +247,7 @@ func identity(m jetstream.Msg, rec *event.Record) (org, msgID string, known bool
 	if meta, err := m.Metadata(); err == nil {
 		msgID = fmt.Sprintf("raw-seq:%d", meta.Sequence.Stream)
 	}
-	return orgFromSubject(m.Subject()), msgID, false
+	return event.OrgFromSubject(m.Subject()), msgID, false
 }
 
 // MaxReasonLen caps the reject-reason header.
@@ -266,10 +268,6 @@ func rejected(org, msgID string, data []byte, reason string) *nats.Msg {
 		out.Header.Set(jetstream.MsgIDHeader, msgID)
 	}
 	return out
-}
-
-func orgFromSubject(subject string) string {
-	return subject[strings.LastIndexByte(subject, '.')+1:]
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -127,7 +127,7 @@ func publishRecord(t testing.TB, js jetstream.JetStream, rec *event.Record) []by
 	t.Helper()
 	data, err := rec.Marshal()
 	require.NoError(t, err)
-	publishRaw(t, js, rec.OrganizationID, event.RawMsgID(rec.OrganizationID, "", rec.ID), data)
+	publishRaw(t, js, rec.OrganizationID, rec.MsgID(), data)
 	return data
 }
 
@@ -360,7 +360,7 @@ func TestTwoWorkersProcessEachEventOnce(t *testing.T) {
 		require.NoError(t, err)
 		m := nats.NewMsg(event.RawSubject(org))
 		m.Data = data
-		m.Header.Set(jetstream.MsgIDHeader, event.RawMsgID(org, "", rec.ID))
+		m.Header.Set(jetstream.MsgIDHeader, org+":"+rec.ID)
 		f, err := e.js.PublishMsgAsync(m)
 		require.NoError(t, err)
 		futures = append(futures, f)

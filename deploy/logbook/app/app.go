@@ -21,7 +21,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/logbookhq/logbook/ingest/gateway"
-	"github.com/logbookhq/logbook/ingest/idempotency"
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
@@ -105,7 +104,6 @@ type App struct {
 	reg     *schema.Registry
 	keys    *apikey.Verifier
 	ret     *retention.Policies
-	idem    *idempotency.Store
 	gw      *gateway.Gateway
 	http    *http.Server
 	raw     *natsx.GroupCommit
@@ -159,9 +157,6 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if a.ret, err = retention.Watch(ctx, js, log); err != nil {
 		return nil, err
 	}
-	if a.idem, err = idempotency.Open(ctx, nc, js); err != nil {
-		return nil, err
-	}
 	val, err := worker.New(ctx, js, a.reg, cfg.Valid, log.With("service", "validator"))
 	if err != nil {
 		return nil, err
@@ -191,13 +186,16 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 		}()
 	}
 
+	rawStream, err := js.Stream(ctx, event.StreamRaw)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open stream %s: %w", event.StreamRaw, err)
+	}
 	raw := natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
 	a.raw = raw
 	e := wire.NewServer(log)
 	a.obs.serve(e)
 	g := e.Group("", wire.Auth(a.keys), wire.RateLimit(wire.NewLimiter(cfg.RateLimit)))
-	a.gw = gateway.New(raw, a.reg, cfg.Gateway, log.With("service", "ingest"))
-	a.gw.UseIdempotency(a.idem)
+	a.gw = gateway.New(raw, rawStream, a.reg, cfg.Gateway, log.With("service", "ingest"))
 	a.gw.Register(g)
 	search.New(a.obs.queryStore, a.ret).Register(g)
 	organizations.New(a.ret, a.store, log.With("service", "queryapi")).Register(g)
@@ -246,12 +244,6 @@ func (a *App) Close() error {
 	}
 	if a.raw != nil {
 		a.raw.Close()
-	}
-	if a.gw != nil {
-		a.gw.Wait()
-	}
-	if a.idem != nil {
-		a.idem.Close()
 	}
 	if a.cancel != nil {
 		a.cancel()

@@ -63,8 +63,9 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// start runs the binary on dataDir with the given failpoints and waits until it serves.
-func start(t *testing.T, dataDir, failpoints string) *node {
+// start runs the binary on dataDir with the given failpoints (and extra NAME=value variables) and
+// waits until it serves.
+func start(t *testing.T, dataDir, failpoints string, env ...string) *node {
 	t.Helper()
 	n := &node{addr: freeAddr(t), nats: freeAddr(t), log: &bytes.Buffer{}, done: make(chan struct{})}
 	n.cmd = exec.Command(binary)
@@ -73,6 +74,7 @@ func start(t *testing.T, dataDir, failpoints string) *node {
 		"LOGBOOK_BATCH_WAIT=100ms", "LOGBOOK_BATCH_ROWS=200",
 		"LOGBOOK_VALIDATOR_ACK_WAIT=3s", "LOGBOOK_WRITER_ACK_WAIT=3s", "LOGBOOK_FAILPOINTS="+failpoints,
 		"LOGBOOK_LOG_LEVEL=warn", "LOGBOOK_NATS_LISTEN="+n.nats)
+	n.cmd.Env = append(n.cmd.Env, env...)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	require.NoError(t, n.cmd.Start())
 	go func() { _ = n.cmd.Wait(); close(n.done) }()
@@ -112,12 +114,16 @@ func (n *node) exited() bool {
 
 var client = &http.Client{Timeout: 10 * time.Second}
 
+// epoch dates the events: event number i occurred at epoch + i ms, so a retry is the same request.
+var epoch = time.Now().UTC().Truncate(time.Second)
+
 // emit posts event number i of org with an idempotency key; true when Logbook acknowledged it.
+// A retry of i sends the same request again, as the SDKs do.
 func emit(addr, org string, i int) bool {
 	body, _ := json.Marshal(map[string]any{
 		"organization_id": org,
 		"event": map[string]any{
-			"action": "doc.updated", "occurred_at": time.Now().UTC().Format(time.RFC3339Nano),
+			"action": "doc.updated", "occurred_at": epoch.Add(time.Duration(i) * time.Millisecond).Format(time.RFC3339Nano),
 			"actor":    map[string]any{"id": "user_1", "type": "user"},
 			"targets":  []any{map[string]any{"id": "doc_1", "type": "doc"}},
 			"context":  map[string]any{"location": "127.0.0.1"},

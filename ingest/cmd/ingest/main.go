@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/logbookhq/logbook/ingest/gateway"
-	"github.com/logbookhq/logbook/ingest/idempotency"
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
@@ -69,18 +68,15 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 		return err
 	}
 	defer keys.Close()
-	idem, err := idempotency.Open(ctx, nc, js)
+	rawStream, err := js.Stream(ctx, event.StreamRaw)
 	if err != nil {
-		return err
+		return fmt.Errorf("failed to open stream %s: %w", event.StreamRaw, err)
 	}
-	defer idem.Close()
 	raw := natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
 	defer raw.Close()
 	e := wire.NewServer(log)
 	e.Use(obs.HTTP(adm.Registry, "ingest"))
-	gw := gateway.New(raw, reg, cfg, log)
-	defer gw.Wait() // before the idempotency store closes
-	gw.UseIdempotency(idem)
+	gw := gateway.New(raw, rawStream, reg, cfg, log)
 	gw.Register(e.Group("", wire.Auth(keys), wire.RateLimit(wire.NewLimiter(limits))))
 	log.Info("listening", "addr", addr)
 	return wire.Serve(ctx, e, addr)

@@ -17,6 +17,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/failpoint"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/schema"
@@ -28,6 +29,10 @@ func main() {
 	defer stop()
 	env := config.FromEnv()
 	log := env.Logger().With("service", "ingest")
+	if err := failpoint.Err(); err != nil {
+		log.Error("ingest cannot start", "err", err)
+		os.Exit(2)
+	}
 	if err := run(ctx, env, log); err != nil {
 		log.Error("ingest stopped", "err", err)
 		os.Exit(1)

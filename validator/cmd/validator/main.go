@@ -12,6 +12,7 @@ import (
 
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/failpoint"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/schema"
@@ -23,6 +24,10 @@ func main() {
 	defer stop()
 	env := config.FromEnv()
 	log := env.Logger().With("service", "validator")
+	if err := failpoint.Err(); err != nil {
+		log.Error("validator cannot start", "err", err)
+		os.Exit(2)
+	}
 	if err := run(ctx, env, log); err != nil {
 		log.Error("validator stopped", "err", err)
 		os.Exit(1)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/failpoint"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/retention"
@@ -25,6 +26,10 @@ func main() {
 	defer stop()
 	env := config.FromEnv()
 	log := env.Logger().With("service", "writer")
+	if err := failpoint.Err(); err != nil {
+		log.Error("writer cannot start", "err", err)
+		os.Exit(2)
+	}
 	if err := run(ctx, env, log); err != nil {
 		log.Error("writer stopped", "err", err)
 		os.Exit(1)

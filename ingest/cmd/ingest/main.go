@@ -57,6 +57,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	}
 	defer adm.Close()
 	adm.Registry.MustRegister(obs.NewJetStream("ingest", js, []string{event.StreamRaw}))
+	adm.Health.AddDegraded("streams", obs.StreamFillCheck(js, event.StreamRaw))
 	key, err := apikey.Ensure(ctx, js, presetKey)
 	if err != nil {
 		return err
@@ -81,6 +82,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	defer idem.Close()
 	raw := natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
 	defer raw.Close()
+	adm.Health.Add("publish", raw.Check)
 	e := wire.NewServer(log)
 	e.Use(obs.HTTP(adm.Registry, "ingest"))
 	gw := gateway.New(raw, reg, cfg, log)

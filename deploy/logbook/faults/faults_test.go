@@ -63,8 +63,9 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// start runs the binary on dataDir with the given failpoints and waits until it serves.
-func start(t *testing.T, dataDir, failpoints string) *node {
+// start runs the binary on dataDir with the given failpoints (and extra NAME=value variables) and
+// waits until it serves.
+func start(t *testing.T, dataDir, failpoints string, env ...string) *node {
 	t.Helper()
 	n := &node{addr: freeAddr(t), nats: freeAddr(t), log: &bytes.Buffer{}, done: make(chan struct{})}
 	n.cmd = exec.Command(binary)
@@ -73,6 +74,7 @@ func start(t *testing.T, dataDir, failpoints string) *node {
 		"LOGBOOK_BATCH_WAIT=100ms", "LOGBOOK_BATCH_ROWS=200",
 		"LOGBOOK_VALIDATOR_ACK_WAIT=3s", "LOGBOOK_WRITER_ACK_WAIT=3s", "LOGBOOK_FAILPOINTS="+failpoints,
 		"LOGBOOK_LOG_LEVEL=warn", "LOGBOOK_NATS_LISTEN="+n.nats)
+	n.cmd.Env = append(n.cmd.Env, env...)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	require.NoError(t, n.cmd.Start())
 	go func() { _ = n.cmd.Wait(); close(n.done) }()

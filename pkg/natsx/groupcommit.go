@@ -77,12 +77,28 @@ type GroupCommit struct {
 	closed    bool
 	closeOnce sync.Once
 
-	// Progress, for Check: messages accepted and not yet settled, when that count last left 0, and
-	// when JetStream last answered a publish (stored it or refused it), in Unix nanoseconds.
-	waiting    atomic.Int64
-	busySince  atomic.Int64
-	lastAnswer atomic.Int64
+	// Progress, for Check: messages accepted and not yet settled, when that count last left 0,
+	// when JetStream last answered a publish (stored it or refused it), and when a publish last
+	// failed without an answer (a deadline, no responders), in Unix nanoseconds.
+	waiting     atomic.Int64
+	busySince   atomic.Int64
+	lastAnswer  atomic.Int64
+	lastFailure atomic.Int64
+	lastSubject atomic.Value // string: a subject of the stream, for probes
 }
+
+// errCodeStreamNotMatch is JetStream's answer to a publish expecting another stream: the probe's
+// answer, proving the stream's leader takes publishes, with nothing stored.
+const errCodeStreamNotMatch = 10060
+
+// outcome is how a message stopped waiting.
+type outcome int
+
+const (
+	answered outcome = iota // JetStream stored or refused it
+	failed                  // sent, and no answer came (a deadline, no responders, a lost connection)
+	dropped                 // never sent: its caller took it back, or the committer closed
+)
 
 // A pending message moves from queued to abandoned (by its caller, whose context ended first) or
 // to sending (by the committer); whichever compare-and-swap wins decides whether it is published.
@@ -144,12 +160,15 @@ func (g *GroupCommit) PublishAll(ctx context.Context, msgs []*nats.Msg) []error 
 			continue
 		}
 		p := &pending{msg: m, size: len(m.Data) + len(m.Subject) + headerSize(m), done: make(chan error, 1)}
+		if i == 0 {
+			g.lastSubject.Store(m.Subject)
+		}
 		g.accepted()
 		select {
 		case g.queue <- p:
 			ps[i] = p
 		case <-ctx.Done():
-			g.settled(false)
+			g.settled(dropped)
 			errs[i] = fmt.Errorf("publish to %s %w: %w", g.stream, ErrNotSent, ctx.Err())
 		}
 	}
@@ -162,7 +181,7 @@ func (g *GroupCommit) PublishAll(ctx context.Context, msgs []*nats.Msg) []error 
 		case errs[i] = <-p.done:
 		case <-ctx.Done():
 			if p.state.CompareAndSwap(queued, abandoned) {
-				g.settled(false) // the committer will skip it
+				g.settled(dropped) // the committer will skip it
 				errs[i] = fmt.Errorf("publish to %s %w: %w", g.stream, ErrNotSent, ctx.Err())
 				continue
 			}
@@ -172,21 +191,50 @@ func (g *GroupCommit) PublishAll(ctx context.Context, msgs []*nats.Msg) []error 
 	return errs
 }
 
-// Check reports a stalled committer: messages have been waiting for longer than StallAfter and
-// JetStream answered none of its publishes meanwhile (a stream without a leader, a JetStream that
-// stopped answering). It passes again as soon as JetStream answers; the committer recovers by
-// itself, since every publish has its own deadline. It has obs.Check's shape, for /readyz.
-func (g *GroupCommit) Check(context.Context) error {
-	n := g.waiting.Load()
-	if n <= 0 {
-		return nil
+// Check reports a stalled committer, for readiness (it has obs.Check's shape): messages have been
+// waiting longer than StallAfter and JetStream answered none of its publishes meanwhile (a
+// JetStream that stopped answering), or publishes failed without an answer since the last one
+// JetStream answered and a probe gets no answer either (a stream without a leader, where
+// publishes fail fast; the probe is refused by the stream's leader, never stored). It passes again
+// as soon as JetStream answers, with or without traffic; the committer recovers by itself, since
+// every publish has its own deadline.
+func (g *GroupCommit) Check(ctx context.Context) error {
+	if n := g.waiting.Load(); n > 0 {
+		since := time.Unix(0, max(g.busySince.Load(), g.lastAnswer.Load()))
+		if d := time.Since(since); d > g.cfg.StallAfter {
+			return fmt.Errorf("publishing to %s is stalled: %d messages waiting, no answer from JetStream for %s",
+				g.stream, n, d.Round(100*time.Millisecond))
+		}
 	}
-	since := time.Unix(0, max(g.busySince.Load(), g.lastAnswer.Load()))
-	if d := time.Since(since); d > g.cfg.StallAfter {
-		return fmt.Errorf("publishing to %s is stalled: %d messages waiting, no answer from JetStream for %s",
-			g.stream, n, d.Round(100*time.Millisecond))
+	if g.lastFailure.Load() > g.lastAnswer.Load() {
+		if err := g.probe(ctx); err != nil {
+			return fmt.Errorf("publishing to %s fails without an answer from JetStream, and a probe got none: %w", g.stream, err)
+		}
+		g.answered()
 	}
 	return nil
+}
+
+// probe publishes an empty message expecting another stream, which the stream's leader refuses
+// without storing anything: an answer shows the stream takes publishes again.
+func (g *GroupCommit) probe(ctx context.Context) error {
+	subj, _ := g.lastSubject.Load().(string)
+	if subj == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	defer cancel()
+	m := nats.NewMsg(subj)
+	m.Header.Set(jetstream.ExpectedStreamHeader, "logbook-probe-expects-no-stream")
+	_, err := g.js.PublishMsg(ctx, m, jetstream.WithRetryAttempts(0))
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeStreamNotMatch {
+		return nil
+	}
+	if err == nil {
+		return errors.New("the probe was stored") // cannot happen: JetStream checks the expected stream first
+	}
+	return err
 }
 
 func (g *GroupCommit) accepted() {
@@ -195,21 +243,27 @@ func (g *GroupCommit) accepted() {
 	}
 }
 
-// settled records that a message no longer waits; answered says JetStream answered its publish.
-func (g *GroupCommit) settled(answered bool) {
-	if answered {
+// settled records that a message no longer waits, and how it ended.
+func (g *GroupCommit) settled(o outcome) {
+	switch o {
+	case answered:
 		g.answered()
+	case failed:
+		g.lastFailure.Store(time.Now().UnixNano())
 	}
 	g.waiting.Add(-1)
 }
 
 func (g *GroupCommit) answered() { g.lastAnswer.Store(time.Now().UnixNano()) }
 
-// isAnswer says whether err (nil: stored) came from JetStream itself rather than from a timeout or
-// a missing responder.
-func isAnswer(err error) bool {
+// outcomeOf says whether err (nil: stored) came from JetStream itself rather than from a deadline
+// or a missing responder.
+func outcomeOf(err error) outcome {
 	var apiErr *jetstream.APIError
-	return err == nil || errors.As(err, &apiErr)
+	if err == nil || errors.As(err, &apiErr) {
+		return answered
+	}
+	return failed
 }
 
 func (g *GroupCommit) closedErr() error {
@@ -282,7 +336,7 @@ func (g *GroupCommit) failQueued() {
 		case p := <-g.queue:
 			if p.state.CompareAndSwap(queued, sending) {
 				p.done <- g.closedErr()
-				g.settled(false)
+				g.settled(dropped)
 			}
 		default:
 			return
@@ -310,10 +364,10 @@ func (g *GroupCommit) send(batch []*pending) {
 		unique = append(unique, p)
 	}
 	finish := func(p *pending, err error) {
-		answered := isAnswer(err)
+		o := outcomeOf(err)
 		for _, q := range append([]*pending{p}, twins[p]...) {
 			q.done <- err
-			g.settled(answered)
+			g.settled(o)
 		}
 	}
 	switch len(unique) {

@@ -329,6 +329,13 @@ func TestGroupCommitStallFailsCheckAndRecovers(t *testing.T) {
 	assert.Less(t, time.Duration(slowest.Load()), 10*cfg.Timeout, "a caller waited past the publish deadline")
 
 	p.Answer()
+	// Readiness passes again without traffic (a balancer sends none to an unready process): a
+	// probe the stream refuses, storing nothing, shows JetStream answers.
+	_, before, _ := rawCount(t, js)
+	require.Eventually(t, func() bool { return g.Check(ctx) == nil }, 10*time.Second, 100*time.Millisecond,
+		"readiness never passed again")
+	_, after, _ := rawCount(t, js)
+	assert.Equal(t, before, after, "probes store nothing")
 	require.Eventually(t, func() bool {
 		pctx, cancel := context.WithTimeout(ctx, 2*cfg.Timeout)
 		defer cancel()
@@ -338,4 +345,13 @@ func TestGroupCommitStallFailsCheckAndRecovers(t *testing.T) {
 		require.NoError(t, g.Publish(ctx, rawMsg("org_a", fmt.Sprintf("recovered-%d", i), 10)))
 	}
 	require.NoError(t, g.Check(ctx), "readiness passes again")
+}
+
+func rawCount(t *testing.T, js jetstream.JetStream) (first, last, msgs uint64) {
+	t.Helper()
+	s, err := js.Stream(context.Background(), event.StreamRaw)
+	require.NoError(t, err)
+	info, err := s.Info(context.Background())
+	require.NoError(t, err)
+	return info.State.FirstSeq, info.State.LastSeq, info.State.Msgs
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -354,4 +355,24 @@ func rawCount(t *testing.T, js jetstream.JetStream) (first, last, msgs uint64) {
 	info, err := s.Info(context.Background())
 	require.NoError(t, err)
 	return info.State.FirstSeq, info.State.LastSeq, info.State.Msgs
+}
+
+// BenchmarkGroupCommit publishes b.N 200-byte messages from 64 concurrent callers through one
+// committer on an embedded server (file storage, sync always).
+func BenchmarkGroupCommit(b *testing.B) {
+	_, js := natstest.New(b)
+	g := natsx.NewGroupCommit(js.Conn(), js, event.StreamRaw, natsx.DefaultGroupConfig())
+	defer g.Close()
+	ctx := context.Background()
+	var n atomic.Int64
+	b.SetParallelism(64 / max(1, runtime.GOMAXPROCS(0)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := g.Publish(ctx, rawMsg("org_a", fmt.Sprintf("b-%d", n.Add(1)), 200)); err != nil {
+				b.Error(err)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }

@@ -178,8 +178,10 @@ func TestR3ClusterKeepsAcknowledgedWrites(t *testing.T) {
 	// Heal: restart both on their data; every acknowledged write is there.
 	nodes[leader].start(t)
 	nodes[follower].start(t)
-	require.Eventually(t, func() bool { return gcPublish(fmt.Sprintf("gc-healed-%d", time.Now().UnixNano()), 5*time.Second) == nil },
-		90*time.Second, time.Second, "the group committer never recovered")
+	healed := func() bool {
+		return gcPublish(fmt.Sprintf("gc-healed-%d", time.Now().UnixNano()), 5*time.Second) == nil
+	}
+	require.Eventually(t, healed, 90*time.Second, time.Second, "the group committer never recovered")
 	assert.NoError(t, g.Check(context.Background()), "the group committer is healthy again")
 	var got map[string]bool
 	require.Eventually(t, func() bool {

@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/pprof"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/logbookhq/logbook/deploy/logbook/app"
 	"github.com/logbookhq/logbook/pkg/config"
+	"github.com/logbookhq/logbook/pkg/failpoint"
 )
 
 func main() {
@@ -20,7 +22,7 @@ func main() {
 	env := config.FromEnv()
 	log := env.Logger()
 	cfg := app.ConfigFromEnv(env)
-	if err := env.Err(); err != nil {
+	if err := errors.Join(env.Err(), failpoint.Err()); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}

@@ -136,6 +136,25 @@ func TestR3ClusterKeepsAcknowledgedWrites(t *testing.T) {
 	ok, _ = publish(200, "after-leader")
 	assert.Positive(t, ok, "a new leader accepts writes")
 
+	// A group committer on the same cluster, to see it through the loss of quorum.
+	gcfg := natsx.DefaultGroupConfig()
+	gcfg.Timeout, gcfg.StallAfter = time.Second, 2*time.Second
+	g := natsx.NewGroupCommit(nc, js, event.StreamRaw, gcfg)
+	defer g.Close()
+	gcPublish := func(id string, wait time.Duration) error {
+		m := nats.NewMsg(event.RawSubject("org_r3"))
+		m.Data = []byte(id)
+		m.Header.Set(jetstream.MsgIDHeader, id)
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		err := g.Publish(ctx, m)
+		if err == nil {
+			acked[id] = true
+		}
+		return err
+	}
+	require.NoError(t, gcPublish("gc-before", 10*time.Second))
+
 	// Lose quorum: one more node down. Publishes must fail, never be acknowledged.
 	follower := (leader + 1) % 3
 	if leaderIndex() == follower {
@@ -147,10 +166,23 @@ func TestR3ClusterKeepsAcknowledgedWrites(t *testing.T) {
 	assert.Zero(t, ok, "no write may be acknowledged without quorum")
 	assert.Equal(t, 20, failed)
 	assert.Equal(t, before, len(acked))
+	// The group committer's publishes fail within their deadline, and it reports the stall.
+	for i := 0; i < 5; i++ {
+		start := time.Now()
+		assert.Error(t, gcPublish(fmt.Sprintf("gc-no-quorum-%d", i), time.Minute), "no write may be acknowledged without quorum")
+		assert.Less(t, time.Since(start), 10*gcfg.Timeout, "a publish waited past its deadline")
+	}
+	assert.Eventually(t, func() bool { return g.Check(context.Background()) != nil }, 10*time.Second, 100*time.Millisecond,
+		"the committer never reported that JetStream stopped answering")
 
 	// Heal: restart both on their data; every acknowledged write is there.
 	nodes[leader].start(t)
 	nodes[follower].start(t)
+	healed := func() bool {
+		return gcPublish(fmt.Sprintf("gc-healed-%d", time.Now().UnixNano()), 5*time.Second) == nil
+	}
+	require.Eventually(t, healed, 90*time.Second, time.Second, "the group committer never recovered")
+	assert.NoError(t, g.Check(context.Background()), "the group committer is healthy again")
 	var got map[string]bool
 	require.Eventually(t, func() bool {
 		got = map[string]bool{}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,14 +24,29 @@ type GroupConfig struct {
 	// MaxInFlight is how many batches may await their acknowledgement at once; while all are in
 	// flight, the next batch keeps growing. Default 2.
 	MaxInFlight int
-	// Timeout bounds the wait for one batch's acknowledgement. Default 10 s.
+	// Timeout is the deadline of every publish: a batch's acknowledgement, and each message's when
+	// a refused batch is re-sent one by one. A caller whose message is being sent waits at most
+	// about twice this long. Default 10 s.
 	Timeout time.Duration
+	// StallAfter is how long messages may wait without JetStream answering any publish before
+	// Check reports the committer stalled. Default twice Timeout.
+	StallAfter time.Duration
 }
 
 // DefaultGroupConfig returns the defaults documented on GroupConfig.
 func DefaultGroupConfig() GroupConfig {
-	return GroupConfig{MaxMsgs: 1000, MaxBytes: 8 << 20, MaxInFlight: 2, Timeout: 10 * time.Second}
+	return GroupConfig{MaxMsgs: 1000, MaxBytes: 8 << 20, MaxInFlight: 2, Timeout: 10 * time.Second, StallAfter: 20 * time.Second}
 }
+
+// Errors a GroupCommit returns, to tell "certainly not stored" from "perhaps stored".
+var (
+	// ErrNotSent wraps the error of a message that was never sent: its caller's context ended while
+	// it was queued (it is dropped from the queue), or the committer was closed. It is not stored.
+	ErrNotSent = errors.New("not sent")
+	// ErrUnconfirmed wraps the error of a message that was sent but not acknowledged within the
+	// deadline: it may or may not be stored. Retry with the same message id.
+	ErrUnconfirmed = errors.New("sent but not acknowledged")
+)
 
 // GroupCommit publishes messages to one stream in JetStream atomic batches, so that messages
 // published concurrently share one disk sync (group commit). With sync always, a batch of 1000
@@ -40,28 +57,82 @@ func DefaultGroupConfig() GroupConfig {
 // such a batch is published again message by message, where a duplicate is acknowledged as one and
 // only the offending message fails. Works on any stream with AllowAtomicPublish, including a
 // key-value bucket's (subjects $KV.<bucket>.<key>). Safe for concurrent use.
+//
+// A message is never published after its caller was told it failed: a caller whose context ends
+// while its message is queued takes it back (ErrNotSent); once the message is being sent, the
+// caller waits for the outcome, bounded by the publish deadline (GroupConfig.Timeout), whatever its
+// context says. Check reports a committer that gets no answers from JetStream.
 type GroupCommit struct {
 	nc     *nats.Conn
-	js     jetstream.JetStream
+	js     jetstream.JetStream // single publishes
+	async  jetstream.JetStream // one-by-one re-sends: every future has its own ack deadline
 	stream string
 	cfg    GroupConfig
 	queue  chan *pending
 	slots  chan struct{}
 	stop   chan struct{}
 	done   chan struct{}
+
+	closing   sync.RWMutex // held for reading while enqueuing; Close takes it to stop intake
+	closed    bool
+	closeOnce sync.Once
+
+	// Progress, for Check: messages accepted and not yet settled, when that count last left 0,
+	// when JetStream last answered a publish (stored it or refused it), and when a publish last
+	// failed without an answer (a deadline, no responders), in Unix nanoseconds.
+	waiting     atomic.Int64
+	busySince   atomic.Int64
+	lastAnswer  atomic.Int64
+	lastFailure atomic.Int64
+	lastSubject atomic.Value // string: a subject of the stream, for probes
 }
 
+// errCodeStreamNotMatch is JetStream's answer to a publish expecting another stream: the probe's
+// answer, proving the stream's leader takes publishes, with nothing stored.
+const errCodeStreamNotMatch = 10060
+
+// outcome is how a message stopped waiting.
+type outcome int
+
+const (
+	answered outcome = iota // JetStream stored or refused it
+	failed                  // sent, and no answer came (a deadline, no responders, a lost connection)
+	dropped                 // never sent: its caller took it back, or the committer closed
+)
+
+// A pending message moves from queued to abandoned (by its caller, whose context ended first) or
+// to sending (by the committer); whichever compare-and-swap wins decides whether it is published.
+const (
+	queued int32 = iota
+	abandoned
+	sending
+)
+
 type pending struct {
-	msg  *nats.Msg
-	size int
-	done chan error
+	msg   *nats.Msg
+	size  int
+	state atomic.Int32
+	done  chan error // the outcome, sent once by the committer after it took the message
 }
 
 // NewGroupCommit starts a group committer for stream. Every message given to it must go to a
-// subject of that stream. Close stops it.
+// subject of that stream. js serves single publishes; one-by-one re-sends go through a JetStream
+// context of nc's own with an acknowledgement deadline per message. Close stops it.
 func NewGroupCommit(nc *nats.Conn, js jetstream.JetStream, stream string, cfg GroupConfig) *GroupCommit {
+	d := DefaultGroupConfig()
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = d.Timeout
+	}
+	if cfg.StallAfter <= 0 {
+		cfg.StallAfter = 2 * cfg.Timeout
+	}
+	cfg.MaxMsgs, cfg.MaxBytes, cfg.MaxInFlight = max(cfg.MaxMsgs, 1), max(cfg.MaxBytes, 1), max(cfg.MaxInFlight, 1)
+	async, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(cfg.Timeout))
+	if err != nil { // only invalid options fail, and these are valid
+		panic(fmt.Sprintf("natsx: jetstream context: %v", err))
+	}
 	g := &GroupCommit{
-		nc: nc, js: js, stream: stream, cfg: cfg,
+		nc: nc, js: js, async: async, stream: stream, cfg: cfg,
 		queue: make(chan *pending, cfg.MaxMsgs),
 		slots: make(chan struct{}, cfg.MaxInFlight),
 		stop:  make(chan struct{}),
@@ -72,26 +143,36 @@ func NewGroupCommit(nc *nats.Conn, js jetstream.JetStream, stream string, cfg Gr
 }
 
 // Publish stores msg and returns nil once JetStream acknowledged it (a duplicate message id
-// counts as stored). An error means the message may or may not be stored: retry with the same
-// message id.
+// counts as stored). An error wrapping ErrNotSent means the message is not stored; any other error
+// means it may or may not be stored: retry with the same message id.
 func (g *GroupCommit) Publish(ctx context.Context, msg *nats.Msg) error {
 	return g.PublishAll(ctx, []*nats.Msg{msg})[0]
 }
 
-// PublishAll stores msgs and returns one result per message, in order.
+// PublishAll stores msgs and returns one result per message, in order, with Publish's meaning.
 func (g *GroupCommit) PublishAll(ctx context.Context, msgs []*nats.Msg) []error {
 	ps := make([]*pending, len(msgs))
 	errs := make([]error, len(msgs))
+	g.closing.RLock()
 	for i, m := range msgs {
-		ps[i] = &pending{msg: m, size: len(m.Data) + len(m.Subject) + headerSize(m), done: make(chan error, 1)}
+		if g.closed {
+			errs[i] = g.closedErr()
+			continue
+		}
+		p := &pending{msg: m, size: len(m.Data) + len(m.Subject) + headerSize(m), done: make(chan error, 1)}
+		if i == 0 {
+			g.lastSubject.Store(m.Subject)
+		}
+		g.accepted()
 		select {
-		case g.queue <- ps[i]:
+		case g.queue <- p:
+			ps[i] = p
 		case <-ctx.Done():
-			errs[i], ps[i] = ctx.Err(), nil
-		case <-g.stop:
-			errs[i], ps[i] = errors.New("group commit is closed"), nil
+			g.settled(dropped)
+			errs[i] = fmt.Errorf("publish to %s %w: %w", g.stream, ErrNotSent, ctx.Err())
 		}
 	}
+	g.closing.RUnlock()
 	for i, p := range ps {
 		if p == nil {
 			continue
@@ -99,16 +180,106 @@ func (g *GroupCommit) PublishAll(ctx context.Context, msgs []*nats.Msg) []error 
 		select {
 		case errs[i] = <-p.done:
 		case <-ctx.Done():
-			errs[i] = ctx.Err()
+			if p.state.CompareAndSwap(queued, abandoned) {
+				g.settled(dropped) // the committer will skip it
+				errs[i] = fmt.Errorf("publish to %s %w: %w", g.stream, ErrNotSent, ctx.Err())
+				continue
+			}
+			errs[i] = <-p.done // being sent: its outcome comes within the publish deadline
 		}
 	}
 	return errs
 }
 
-// Close stops accepting messages and waits for the batches in flight.
+// Check reports a stalled committer, for readiness (it has obs.Check's shape): messages have been
+// waiting longer than StallAfter and JetStream answered none of its publishes meanwhile (a
+// JetStream that stopped answering), or publishes failed without an answer since the last one
+// JetStream answered and a probe gets no answer either (a stream without a leader, where
+// publishes fail fast; the probe is refused by the stream's leader, never stored). It passes again
+// as soon as JetStream answers, with or without traffic; the committer recovers by itself, since
+// every publish has its own deadline.
+func (g *GroupCommit) Check(ctx context.Context) error {
+	if n := g.waiting.Load(); n > 0 {
+		since := time.Unix(0, max(g.busySince.Load(), g.lastAnswer.Load()))
+		if d := time.Since(since); d > g.cfg.StallAfter {
+			return fmt.Errorf("publishing to %s is stalled: %d messages waiting, no answer from JetStream for %s",
+				g.stream, n, d.Round(100*time.Millisecond))
+		}
+	}
+	if g.lastFailure.Load() > g.lastAnswer.Load() {
+		if err := g.probe(ctx); err != nil {
+			return fmt.Errorf("publishing to %s fails without an answer from JetStream, and a probe got none: %w", g.stream, err)
+		}
+		g.answered()
+	}
+	return nil
+}
+
+// probe publishes an empty message expecting another stream, which the stream's leader refuses
+// without storing anything: an answer shows the stream takes publishes again.
+func (g *GroupCommit) probe(ctx context.Context) error {
+	subj, _ := g.lastSubject.Load().(string)
+	if subj == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	defer cancel()
+	m := nats.NewMsg(subj)
+	m.Header.Set(jetstream.ExpectedStreamHeader, "logbook-probe-expects-no-stream")
+	_, err := g.js.PublishMsg(ctx, m, jetstream.WithRetryAttempts(0))
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeStreamNotMatch {
+		return nil
+	}
+	if err == nil {
+		return errors.New("the probe was stored") // cannot happen: JetStream checks the expected stream first
+	}
+	return err
+}
+
+func (g *GroupCommit) accepted() {
+	if g.waiting.Add(1) == 1 {
+		g.busySince.Store(time.Now().UnixNano())
+	}
+}
+
+// settled records that a message no longer waits, and how it ended.
+func (g *GroupCommit) settled(o outcome) {
+	switch o {
+	case answered:
+		g.answered()
+	case failed:
+		g.lastFailure.Store(time.Now().UnixNano())
+	}
+	g.waiting.Add(-1)
+}
+
+func (g *GroupCommit) answered() { g.lastAnswer.Store(time.Now().UnixNano()) }
+
+// outcomeOf says whether err (nil: stored) came from JetStream itself rather than from a deadline
+// or a missing responder.
+func outcomeOf(err error) outcome {
+	var apiErr *jetstream.APIError
+	if err == nil || errors.As(err, &apiErr) {
+		return answered
+	}
+	return failed
+}
+
+func (g *GroupCommit) closedErr() error {
+	return fmt.Errorf("publish to %s %w: group commit is closed", g.stream, ErrNotSent)
+}
+
+// Close stops accepting messages, fails those still queued (ErrNotSent) and waits for the batches
+// in flight, each bounded by its deadline.
 func (g *GroupCommit) Close() {
-	close(g.stop)
-	<-g.done
+	g.closeOnce.Do(func() {
+		g.closing.Lock()
+		g.closed = true
+		g.closing.Unlock()
+		close(g.stop)
+		<-g.done
+	})
 }
 
 func (g *GroupCommit) run() {
@@ -163,20 +334,27 @@ func (g *GroupCommit) failQueued() {
 	for {
 		select {
 		case p := <-g.queue:
-			p.done <- errors.New("group commit is closed")
+			if p.state.CompareAndSwap(queued, sending) {
+				p.done <- g.closedErr()
+				g.settled(dropped)
+			}
 		default:
 			return
 		}
 	}
 }
 
-// send commits one batch atomically. Messages sharing a message id are sent once and share its
-// result; a batch refused for holding an already-stored id is sent again one by one.
+// send commits one batch atomically. Messages their callers took back are dropped first. Messages
+// sharing a message id are sent once and share its result; a batch refused for holding an
+// already-stored id is sent again one by one.
 func (g *GroupCommit) send(batch []*pending) {
 	first := map[string]int{}
 	var unique []*pending
 	twins := map[*pending][]*pending{}
 	for _, p := range batch {
+		if !p.state.CompareAndSwap(queued, sending) {
+			continue // abandoned by its caller: never published
+		}
 		id := p.msg.Header.Get(jetstream.MsgIDHeader)
 		if i, seen := first[id]; seen && id != "" {
 			twins[unique[i]] = append(twins[unique[i]], p)
@@ -186,12 +364,16 @@ func (g *GroupCommit) send(batch []*pending) {
 		unique = append(unique, p)
 	}
 	finish := func(p *pending, err error) {
-		p.done <- err
-		for _, t := range twins[p] {
-			t.done <- err
+		o := outcomeOf(err)
+		for _, q := range append([]*pending{p}, twins[p]...) {
+			q.done <- err
+			g.settled(o)
 		}
 	}
-	if len(unique) == 1 {
+	switch len(unique) {
+	case 0:
+		return
+	case 1:
 		finish(unique[0], g.publishOne(unique[0].msg))
 		return
 	}
@@ -201,6 +383,7 @@ func (g *GroupCommit) send(batch []*pending) {
 		// JetStream refuses a batch whole when one message breaks a condition (an id already
 		// stored, an expected last sequence that does not hold, a full stream): publish each
 		// message on its own so every caller gets its own answer.
+		g.answered()
 		g.sendEach(unique, finish)
 		return
 	}
@@ -214,22 +397,27 @@ func (g *GroupCommit) publishOne(msg *nats.Msg) error {
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.Timeout)
 	defer cancel()
 	_, err := g.js.PublishMsg(ctx, msg)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("publish to %s %w within %s: %w", g.stream, ErrUnconfirmed, g.cfg.Timeout, err)
+	}
 	return err
 }
 
+// sendEach publishes ps one by one, in order, without waiting in between, and gives each its
+// outcome by a common deadline: none waits past it, so the batch's slot is freed on time.
 func (g *GroupCommit) sendEach(ps []*pending, finish func(*pending, error)) {
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.Timeout)
+	defer cancel()
 	futures := make([]jetstream.PubAckFuture, len(ps))
 	for i, p := range ps {
 		clearBatchHeaders(p.msg)
-		f, err := g.js.PublishMsgAsync(p.msg)
+		f, err := g.async.PublishMsgAsync(p.msg)
 		if err != nil {
 			finish(p, err)
 			continue
 		}
 		futures[i] = f
 	}
-	timeout := time.NewTimer(g.cfg.Timeout)
-	defer timeout.Stop()
 	for i, f := range futures {
 		if f == nil {
 			continue
@@ -238,9 +426,12 @@ func (g *GroupCommit) sendEach(ps []*pending, finish func(*pending, error)) {
 		case <-f.Ok():
 			finish(ps[i], nil)
 		case err := <-f.Err():
+			if errors.Is(err, jetstream.ErrAsyncPublishTimeout) {
+				err = fmt.Errorf("publish to %s %w within %s: %w", g.stream, ErrUnconfirmed, g.cfg.Timeout, err)
+			}
 			finish(ps[i], err)
-		case <-timeout.C:
-			finish(ps[i], fmt.Errorf("publish to %s not acknowledged within %s", g.stream, g.cfg.Timeout))
+		case <-ctx.Done(): // stays closed: every remaining future gets the same deadline
+			finish(ps[i], fmt.Errorf("publish to %s %w within %s", g.stream, ErrUnconfirmed, g.cfg.Timeout))
 		}
 	}
 }
@@ -251,7 +442,8 @@ type batchAck struct {
 	Count  int                 `json:"count"`
 }
 
-// commit publishes ps as one atomic batch and waits for the server's single answer.
+// commit publishes ps as one atomic batch and waits for the server's single answer, at most
+// Timeout.
 func (g *GroupCommit) commit(ps []*pending) error {
 	id := nuid.Next()
 	for i, p := range ps {
@@ -265,6 +457,9 @@ func (g *GroupCommit) commit(ps []*pending) error {
 		}
 		p.msg.Header.Set("Nats-Batch-Commit", "1")
 		resp, err := g.nc.RequestMsg(p.msg, g.cfg.Timeout)
+		if errors.Is(err, nats.ErrTimeout) {
+			return fmt.Errorf("batch to %s %w within %s: %w", g.stream, ErrUnconfirmed, g.cfg.Timeout, err)
+		}
 		if err != nil {
 			return fmt.Errorf("failed to commit batch to %s: %w", g.stream, err)
 		}

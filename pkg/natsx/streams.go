@@ -18,17 +18,30 @@ import (
 const errCodeInsufficientStorage = 10047
 
 // StreamLimits are the operator-tunable limits of Logbook's streams.
+//
+// No stream has a max age: under limits retention JetStream deletes a message at its max age
+// whether or not anything consumed it, so an outage of the writer longer than the max age would
+// silently delete acknowledged events. Instead a Trimmer removes from the raw and valid streams
+// only what every durable consumer has settled and is older than Keep; the byte cap is the only
+// limit on what is not settled (a full raw stream answers 503 at intake, never a deletion).
 type StreamLimits struct {
 	// MaxBytes caps each stream's size. When the raw stream is full, new events are refused
 	// (Discard: New) and the gateway answers 503; nothing already stored is dropped. Default 2 GiB.
-	// Consumed messages stay until MaxAge, so size it for MaxAge of traffic: at about 700 bytes an
-	// event, 2 GiB holds about 3 million events, a day at 35 events/s on average. JetStream reserves
-	// the cap of every stream on disk when it creates them.
+	// Settled messages stay for Keep, so size it for Keep of traffic plus the longest backlog to
+	// ride out: at about 700 bytes an event, 2 GiB holds about 3 million events, a day at 35
+	// events/s on average. JetStream reserves the cap of every stream on disk when it creates them.
 	MaxBytes int64
-	// MaxAge is how long messages stay in the streams after they were consumed, so a batch can be
-	// re-read and re-driven (the writer's batch ledger keeps 6 hours) and reconciled. Default 24 hours.
-	// Must exceed Duplicates. ClickHouse, not the streams, is the record.
-	MaxAge time.Duration
+	// Keep is how long the raw and valid streams keep a message, counted from when it was stored,
+	// once every durable consumer has settled it: so a batch can be re-read and re-driven (the
+	// writer's batch ledger keeps 6 hours), reconciled, and an Idempotency-Key answered. A message
+	// not yet settled stays however old it is. Must exceed Duplicates and be at least
+	// IdempotencyWindow. Default 24 hours. The rejected stream keeps its dead letters until
+	// deliberately removed.
+	Keep time.Duration
+	// IdempotencyWindow is how long an Idempotency-Key is honoured (the WorkOS promise): the raw
+	// stream's messages are its record, so Keep may not be shorter. Default IdempotencyTTL (24 h);
+	// shorter only in tests.
+	IdempotencyWindow time.Duration
 	// Duplicates is JetStream's message-id dedup window. Default 10 minutes.
 	Duplicates time.Duration
 	// Replicas is the stream replica count: 1 embedded, 3 in a cluster. Default 1.
@@ -37,42 +50,63 @@ type StreamLimits struct {
 
 // DefaultStreamLimits returns the defaults documented on StreamLimits.
 func DefaultStreamLimits() StreamLimits {
-	return StreamLimits{MaxBytes: 2 << 30, MaxAge: 24 * time.Hour, Duplicates: 10 * time.Minute, Replicas: 1}
+	return StreamLimits{
+		MaxBytes: 2 << 30, Keep: 24 * time.Hour, IdempotencyWindow: IdempotencyTTL,
+		Duplicates: 10 * time.Minute, Replicas: 1,
+	}
 }
 
-// Validate reports limits that would break the durability promises.
+// Validate reports limits that would break the durability promises, naming the variables.
 func (l StreamLimits) Validate() error {
 	switch {
 	case l.MaxBytes <= 0:
-		return errors.New("stream max bytes must be positive")
+		return errors.New("LOGBOOK_STREAM_MAX_BYTES must be positive")
 	case l.Duplicates <= 0:
-		return errors.New("stream duplicate window must be positive")
-	case l.MaxAge <= l.Duplicates:
-		return errors.New("stream max age must exceed the duplicate window")
+		return errors.New("LOGBOOK_STREAM_DUPLICATES must be positive")
+	case l.IdempotencyWindow <= 0:
+		return errors.New("LOGBOOK_IDEMPOTENCY_WINDOW must be positive")
+	case l.Keep <= l.Duplicates:
+		return fmt.Errorf("LOGBOOK_STREAM_KEEP (%s) must exceed LOGBOOK_STREAM_DUPLICATES (%s)", l.Keep, l.Duplicates)
+	case l.Keep < l.IdempotencyWindow:
+		return fmt.Errorf("LOGBOOK_STREAM_KEEP (%s) may not be shorter than the idempotency window (%s): "+
+			"the raw stream is the record of Idempotency-Keys", l.Keep, l.IdempotencyWindow)
 	case l.Replicas < 1 || l.Replicas > 5:
-		return errors.New("stream replicas must be between 1 and 5")
+		return errors.New("LOGBOOK_STREAM_REPLICAS must be between 1 and 5")
 	}
 	return nil
 }
 
+// KeepMetadata is the stream metadata key holding a stream's keep time (a Go duration, see
+// StreamLimits.Keep). A Trimmer trims only streams that carry it: the raw and valid streams.
+const KeepMetadata = "logbook.keep"
+
+// trimmed reports whether Logbook trims stream (settled and older than its keep time).
+func trimmed(stream string) bool { return stream == event.StreamRaw || stream == event.StreamValid }
+
 // StreamConfigs returns the configuration of the raw, valid and rejected streams.
 func StreamConfigs(l StreamLimits) []jetstream.StreamConfig {
 	base := func(name, subjects, desc string) jetstream.StreamConfig {
-		return jetstream.StreamConfig{
+		c := jetstream.StreamConfig{
 			Name:               name,
 			Description:        desc,
 			Subjects:           []string{subjects},
-			Retention:          jetstream.LimitsPolicy, // never WorkQueue: dedup of acked messages must survive restarts
+			Retention:          jetstream.LimitsPolicy, // never WorkQueue or Interest: dedup of acked messages must survive restarts
 			Storage:            jetstream.FileStorage,
 			Discard:            jetstream.DiscardNew, // a full stream refuses new events instead of deleting old ones
 			MaxBytes:           l.MaxBytes,
-			MaxAge:             l.MaxAge,
+			MaxAge:             0, // never: JetStream would delete unconsumed events at that age
 			Duplicates:         l.Duplicates,
 			Replicas:           l.Replicas,
 			DenyDelete:         true,
 			DenyPurge:          true,
 			AllowAtomicPublish: true,
 		}
+		if trimmed(name) {
+			// The Trimmer removes what is settled and older than Keep, with sequence-bounded purges.
+			c.DenyPurge = false
+			c.Metadata = map[string]string{KeepMetadata: l.Keep.String()}
+		}
+		return c
 	}
 	return []jetstream.StreamConfig{
 		base(event.StreamRaw, event.RawSubjects, "Audit events as accepted by the gateway"),
@@ -82,12 +116,19 @@ func StreamConfigs(l StreamLimits) []jetstream.StreamConfig {
 }
 
 // EnsureStreams creates or updates Logbook's streams and then reads each live configuration back,
-// failing if any durability setting differs from what Logbook needs.
+// failing if any durability setting differs from what Logbook needs. A stream created by an older
+// Logbook is updated in place: its max age is removed (so nothing unsettled expires any more) and
+// its keep time set. JetStream cannot lift deny-purge on an existing stream, so an old raw or
+// valid stream keeps denying purges: nothing in it is lost, but the Trimmer cannot trim it (it
+// says so in the log); docs/design.md tells how to recreate it.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, l StreamLimits) error {
 	if err := l.Validate(); err != nil {
 		return err
 	}
 	for _, cfg := range StreamConfigs(l) {
+		if s, err := js.Stream(ctx, cfg.Name); err == nil && s.CachedInfo().Config.DenyPurge {
+			cfg.DenyPurge = true // cannot be lifted by an update
+		}
 		s, err := js.CreateOrUpdateStream(ctx, cfg)
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeInsufficientStorage {
@@ -110,7 +151,8 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, l StreamLimits) 
 }
 
 // CheckStream reports the first setting of a live stream configuration that would let an
-// acknowledged event be lost or deleted.
+// acknowledged event be lost or deleted. Purges are allowed on the raw and valid streams only
+// (the Trimmer's sequence-bounded purges of what is settled), which must then carry their keep time.
 func CheckStream(c jetstream.StreamConfig) error {
 	bad := func(what string) error { return fmt.Errorf("stream %s: %s", c.Name, what) }
 	switch {
@@ -122,19 +164,34 @@ func CheckStream(c jetstream.StreamConfig) error {
 		return bad("discard policy must be new")
 	case c.MaxBytes <= 0:
 		return bad("max bytes must be capped")
+	case c.MaxAge != 0:
+		return bad("max age must be unset: JetStream deletes messages at that age whether or not they were consumed")
+	case c.MaxMsgsPerSubject > 0:
+		return bad("a per-subject message limit would delete a subject's older messages")
+	case c.AllowMsgTTL:
+		return bad("per-message TTLs must be off")
 	case c.Duplicates <= 0:
 		return bad("duplicate window must be set")
-	case !c.DenyDelete || !c.DenyPurge:
-		return bad("delete and purge must be denied")
+	case !c.DenyDelete:
+		return bad("message deletes must be denied")
+	case !c.DenyPurge && !trimmed(c.Name):
+		return bad("purges must be denied")
+	}
+	if trimmed(c.Name) {
+		keep, err := time.ParseDuration(c.Metadata[KeepMetadata])
+		if err != nil || keep <= c.Duplicates {
+			return bad(fmt.Sprintf("metadata %s=%q must be a keep time longer than the duplicate window",
+				KeepMetadata, c.Metadata[KeepMetadata]))
+		}
 	}
 	return nil
 }
 
 // Bucket lifetimes.
 const (
-	// IdempotencyTTL is how long an Idempotency-Key is honoured (the WorkOS promise). A keyed
-	// event's raw message is the key's record (event.RawKeySubject), so the raw stream must keep
-	// every message at least this long.
+	// IdempotencyTTL is how long an Idempotency-Key is honoured (the WorkOS promise), the default
+	// of StreamLimits.IdempotencyWindow. A keyed event's raw message is the key's record
+	// (event.RawKeySubject), so the raw stream keeps every message at least this long.
 	IdempotencyTTL = 24 * time.Hour
 	// ExportTTL is how long an export job and its file are kept.
 	ExportTTL = 7 * 24 * time.Hour
@@ -183,14 +240,17 @@ func Prepare(ctx context.Context, js jetstream.JetStream, l StreamLimits) error 
 	return EnsureBuckets(ctx, js, l.Replicas)
 }
 
-// LimitsFromEnv reads LOGBOOK_STREAM_MAX_BYTES, LOGBOOK_STREAM_MAX_AGE, LOGBOOK_STREAM_DUPLICATES
-// and LOGBOOK_STREAM_REPLICAS over the defaults.
+// LimitsFromEnv reads LOGBOOK_STREAM_MAX_BYTES, LOGBOOK_STREAM_KEEP (LOGBOOK_STREAM_MAX_AGE, its
+// old name, is read when it is unset), LOGBOOK_IDEMPOTENCY_WINDOW, LOGBOOK_STREAM_DUPLICATES and
+// LOGBOOK_STREAM_REPLICAS over the defaults.
 func LimitsFromEnv(env *config.Env) StreamLimits {
 	d := DefaultStreamLimits()
+	keep := env.Duration("LOGBOOK_STREAM_MAX_AGE", d.Keep) // the old name: streams no longer expire unsettled events
 	return StreamLimits{
-		MaxBytes:   env.Int("LOGBOOK_STREAM_MAX_BYTES", d.MaxBytes, 1<<20, 1<<50),
-		MaxAge:     env.Duration("LOGBOOK_STREAM_MAX_AGE", d.MaxAge),
-		Duplicates: env.Duration("LOGBOOK_STREAM_DUPLICATES", d.Duplicates),
-		Replicas:   int(env.Int("LOGBOOK_STREAM_REPLICAS", int64(d.Replicas), 1, 5)),
+		MaxBytes:          env.Int("LOGBOOK_STREAM_MAX_BYTES", d.MaxBytes, 1<<20, 1<<50),
+		Keep:              env.Duration("LOGBOOK_STREAM_KEEP", keep),
+		IdempotencyWindow: env.Duration("LOGBOOK_IDEMPOTENCY_WINDOW", d.IdempotencyWindow),
+		Duplicates:        env.Duration("LOGBOOK_STREAM_DUPLICATES", d.Duplicates),
+		Replicas:          int(env.Int("LOGBOOK_STREAM_REPLICAS", int64(d.Replicas), 1, 5)),
 	}
 }

@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/natstest"
+	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/wire"
 )
@@ -166,4 +169,88 @@ ingest_http_requests_total{code="5xx",method="GET",route="/boom"} 1
 	n, err := testutil.GatherAndCount(reg, "ingest_http_request_duration_seconds")
 	require.NoError(t, err)
 	assert.Equal(t, 3, n, "one series per route and method, never per id")
+}
+
+// A degraded check is reported by name without making the process unready.
+func TestDegradedCheckKeepsReadiness(t *testing.T) {
+	h := obs.NewHealth(quiet)
+	h.Add("nats", func(context.Context) error { return nil })
+	h.AddDegraded("backlog", func(context.Context) error { return errors.New("writer is 20m behind") })
+	rec := httptest.NewRecorder()
+	h.ServeReady(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	assert.Equal(t, http.StatusOK, rec.Code)
+	assert.JSONEq(t, `{"status":"degraded","checks":{"nats":"ok","backlog":"degraded"}}`, rec.Body.String())
+	h.Add("publish", func(context.Context) error { return errors.New("stalled") })
+	rec = httptest.NewRecorder()
+	h.ServeReady(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	assert.Equal(t, http.StatusServiceUnavailable, rec.Code)
+	assert.JSONEq(t, `{"status":"unavailable","checks":{"nats":"ok","backlog":"degraded","publish":"failing"}}`, rec.Body.String())
+}
+
+// The backlog check reads real consumer state: an event left unsettled longer than the threshold
+// degrades readiness until it is settled; the metrics show its age.
+func TestBacklogAgeIsMeasuredAndReported(t *testing.T) {
+	ctx := context.Background()
+	_, js := natstest.New(t)
+	cons, err := js.CreateOrUpdateConsumer(ctx, event.StreamValid, jetstream.ConsumerConfig{
+		Durable: event.ConsumerWriter, AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	require.NoError(t, err)
+	check := obs.BacklogCheck(js, 500*time.Millisecond, event.StreamValid)
+	require.NoError(t, check(ctx), "an empty stream has no backlog")
+	_, err = js.Publish(ctx, event.ValidSubject("org_a"), []byte(`{}`))
+	require.NoError(t, err)
+	require.NoError(t, check(ctx), "a young event is no alarm")
+	time.Sleep(time.Second)
+	err = check(ctx)
+	require.ErrorContains(t, err, "consumer writer of LOGBOOK_VALID has left an event unsettled")
+
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(obs.NewJetStream("writer", js, []string{event.StreamValid},
+		obs.Consumer{Stream: event.StreamValid, Name: event.ConsumerWriter}))
+	ages := gaugeValues(t, reg, "writer_stream_oldest_unsettled_seconds", "writer_consumer_oldest_unsettled_seconds")
+	assert.GreaterOrEqual(t, ages["writer_stream_oldest_unsettled_seconds"], 1.0)
+	assert.Less(t, ages["writer_stream_oldest_unsettled_seconds"], 60.0)
+	assert.Equal(t, ages["writer_stream_oldest_unsettled_seconds"], ages["writer_consumer_oldest_unsettled_seconds"])
+
+	b, err := cons.Fetch(1)
+	require.NoError(t, err)
+	for m := range b.Messages() {
+		require.NoError(t, m.DoubleAck(ctx))
+	}
+	require.NoError(t, check(ctx), "settled: no backlog")
+	ages = gaugeValues(t, reg, "writer_stream_oldest_unsettled_seconds", "writer_consumer_oldest_unsettled_seconds")
+	assert.Zero(t, ages["writer_stream_oldest_unsettled_seconds"])
+	assert.Zero(t, ages["writer_consumer_oldest_unsettled_seconds"])
+}
+
+func gaugeValues(t *testing.T, reg *prometheus.Registry, names ...string) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if slices.Contains(names, mf.GetName()) {
+			require.Len(t, mf.GetMetric(), 1, mf.GetName())
+			out[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	require.Len(t, out, len(names))
+	return out
+}
+
+// A stream at 90% of its byte cap degrades readiness: a full raw stream answers 503, a full
+// rejected stream holds up the validator.
+func TestStreamFillIsReported(t *testing.T) {
+	l := natsx.DefaultStreamLimits()
+	l.MaxBytes = 1 << 20
+	_, js := natstest.NewWithLimits(t, l)
+	ctx := context.Background()
+	check := obs.StreamFillCheck(js, event.StreamRaw, event.StreamRejected)
+	require.NoError(t, check(ctx))
+	for i := 0; i < 10; i++ {
+		_, err := js.Publish(ctx, event.RejectedSubject("org_a"), make([]byte, 95<<10))
+		require.NoError(t, err)
+	}
+	require.ErrorContains(t, check(ctx), "stream LOGBOOK_REJECTED holds")
 }

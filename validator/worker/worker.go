@@ -88,6 +88,12 @@ func New(ctx context.Context, js jetstream.JetStream, reg schemas, cfg Config, l
 	}, nil
 }
 
+// Check reports a stalled republish (natsx.GroupCommit.Check of the valid and rejected
+// committers), for readiness.
+func (w *Worker) Check(ctx context.Context) error {
+	return errors.Join(w.valid.Check(ctx), w.rejected.Check(ctx))
+}
+
 // Run validates until ctx is done. The batch in hand when ctx ends is finished first.
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.valid.Close()

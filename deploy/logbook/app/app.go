@@ -25,6 +25,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/natsx"
+	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/retention"
 	"github.com/logbookhq/logbook/pkg/schema"
 	"github.com/logbookhq/logbook/pkg/store"
@@ -61,6 +62,9 @@ type Config struct {
 	RateLimit wire.RateLimitConfig
 	// RetentionSweep is how often shortened retentions are enforced on older rows. Default 1 h.
 	RetentionSweep time.Duration
+	// BacklogAfter is how long an event may wait unsettled in the raw or valid stream
+	// before /readyz reports "backlog": "degraded". Default 15 min.
+	BacklogAfter time.Duration
 }
 
 // ConfigFromEnv reads the LOGBOOK_* variables documented in the README.
@@ -87,6 +91,7 @@ func ConfigFromEnv(env *config.Env) Config {
 		Portal:         portal.ConfigFromEnv(env),
 		RateLimit:      wire.RateLimitFromEnv(env),
 		RetentionSweep: env.Duration("LOGBOOK_RETENTION_SWEEP", time.Hour),
+		BacklogAfter:   env.Duration("LOGBOOK_BACKLOG_DEGRADED_AFTER", obs.DefaultBacklogDegradedAfter),
 	}
 }
 
@@ -147,7 +152,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if err := a.store.Migrate(ctx); err != nil {
 		return nil, err
 	}
-	a.obs = newInstruments(js, a.store, log)
+	a.obs = newInstruments(js, a.store, cfg.BacklogAfter, log)
 	if a.reg, err = schema.NewRegistry(ctx, js, log); err != nil {
 		return nil, err
 	}
@@ -174,9 +179,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 		organizations.Sweep(ctx, a.ret, a.store, cfg.RetentionSweep, log.With("service", "retention"))
 		return nil
 	}
+	trim := func(ctx context.Context) error {
+		natsx.NewTrimmer(js, log.With("service", "trimmer"), event.StreamRaw, event.StreamValid).Run(ctx)
+		return nil
+	}
 	wctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	for _, run := range []func(context.Context) error{val.Run, wr.Run, exp.Run, sweep} {
+	for _, run := range []func(context.Context) error{val.Run, wr.Run, exp.Run, sweep, trim} {
 		a.workers.Add(1)
 		go func() {
 			defer a.workers.Done()
@@ -192,6 +201,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	}
 	raw := natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
 	a.raw = raw
+	a.obs.health.Add("publish", func(ctx context.Context) error { return errors.Join(raw.Check(ctx), val.Check(ctx)) })
 	e := wire.NewServer(log)
 	a.obs.serve(e)
 	g := e.Group("", wire.Auth(a.keys), wire.RateLimit(wire.NewLimiter(cfg.RateLimit)))

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go/jetstream"
@@ -17,7 +18,9 @@ import (
 
 // instruments are the single process's metrics and health: one registry holding the same metric
 // names the four separate services expose (ingest_…, validator_…, writer_…, queryapi_…), served
-// with /readyz on the main address.
+// with /readyz on the main address. Readiness: nats, clickhouse and publish (the group committers
+// get answers) fail it; backlog (an event unsettled too long) and streams (a stream 90% full) only
+// degrade it.
 type instruments struct {
 	reg    *prometheus.Registry
 	health *obs.Health
@@ -27,11 +30,13 @@ type instruments struct {
 	validator               *obs.Validator
 }
 
-func newInstruments(js jetstream.JetStream, st *store.Store, log *slog.Logger) *instruments {
+func newInstruments(js jetstream.JetStream, st *store.Store, backlogAfter time.Duration, log *slog.Logger) *instruments {
 	reg := obs.NewRegistry()
 	h := obs.NewHealth(log)
 	h.Add("nats", obs.NATSCheck(js))
 	h.Add("clickhouse", st.Ping)
+	h.AddDegraded("backlog", obs.BacklogCheck(js, backlogAfter, event.StreamRaw, event.StreamValid))
+	h.AddDegraded("streams", obs.StreamFillCheck(js, event.StreamRaw, event.StreamValid, event.StreamRejected))
 	reg.MustRegister(
 		obs.NewJetStream("ingest", js, []string{event.StreamRaw}),
 		obs.NewJetStream("validator", js, []string{event.StreamRejected},

@@ -36,7 +36,7 @@ func TestOperatorEndpointsOnTheMainAddress(t *testing.T) {
 	assert.Equal(t, http.StatusOK, code)
 	code, body = plainGet(t, base+"/readyz")
 	assert.Equal(t, http.StatusOK, code)
-	assert.JSONEq(t, `{"status":"ok","checks":{"nats":"ok","clickhouse":"ok"}}`, body)
+	assert.JSONEq(t, `{"status":"ok","checks":{"nats":"ok","clickhouse":"ok","publish":"ok","backlog":"ok","streams":"ok"}}`, body)
 
 	c := a.client(t, testKey)
 	const org = "org_metrics_7f3a"
@@ -67,6 +67,10 @@ func TestOperatorEndpointsOnTheMainAddress(t *testing.T) {
 		`ingest_stream_max_bytes{stream="LOGBOOK_RAW"} 2.147483648e+09`,
 		`writer_stream_messages{stream="LOGBOOK_VALID"} 2`,
 		`validator_stream_messages{stream="LOGBOOK_REJECTED"} 0`,
+		`writer_consumer_oldest_unsettled_seconds{consumer="writer"} 0`,
+		`validator_consumer_oldest_unsettled_seconds{consumer="validator"} 0`,
+		`ingest_stream_oldest_unsettled_seconds{stream="LOGBOOK_RAW"} 0`,
+		`writer_stream_oldest_unsettled_seconds{stream="LOGBOOK_VALID"} 0`,
 		`go_goroutines`,
 	} {
 		assert.Contains(t, metrics, want)

@@ -16,6 +16,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/failpoint"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/schema"
@@ -27,6 +28,10 @@ func main() {
 	defer stop()
 	env := config.FromEnv()
 	log := env.Logger().With("service", "ingest")
+	if err := failpoint.Err(); err != nil {
+		log.Error("ingest cannot start", "err", err)
+		os.Exit(2)
+	}
 	if err := run(ctx, env, log); err != nil {
 		log.Error("ingest stopped", "err", err)
 		os.Exit(1)
@@ -51,6 +56,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	}
 	defer adm.Close()
 	adm.Registry.MustRegister(obs.NewJetStream("ingest", js, []string{event.StreamRaw}))
+	adm.Health.AddDegraded("streams", obs.StreamFillCheck(js, event.StreamRaw))
 	key, err := apikey.Ensure(ctx, js, presetKey)
 	if err != nil {
 		return err
@@ -74,6 +80,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	}
 	raw := natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
 	defer raw.Close()
+	adm.Health.Add("publish", raw.Check)
 	e := wire.NewServer(log)
 	e.Use(obs.HTTP(adm.Registry, "ingest"))
 	gw := gateway.New(raw, rawStream, reg, cfg, log)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/failpoint"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/schema"
@@ -23,6 +24,10 @@ func main() {
 	defer stop()
 	env := config.FromEnv()
 	log := env.Logger().With("service", "validator")
+	if err := failpoint.Err(); err != nil {
+		log.Error("validator cannot start", "err", err)
+		os.Exit(2)
+	}
 	if err := run(ctx, env, log); err != nil {
 		log.Error("validator stopped", "err", err)
 		os.Exit(1)
@@ -32,6 +37,7 @@ func main() {
 func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	cfg := worker.DefaultConfig()
 	cfg.AckWait = env.Duration("LOGBOOK_VALIDATOR_ACK_WAIT", cfg.AckWait)
+	backlogAfter := env.Duration("LOGBOOK_BACKLOG_DEGRADED_AFTER", obs.DefaultBacklogDegradedAfter)
 	adminAddr := env.Addr("LOGBOOK_ADMIN_ADDR", obs.DefaultAdminAddr)
 	nc, js, err := natsx.ConnectFromEnv(ctx, env, "logbook-validator") // reports every bad variable
 	if err != nil {
@@ -45,6 +51,8 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	defer adm.Close()
 	adm.Registry.MustRegister(obs.NewJetStream("validator", js, []string{event.StreamRejected},
 		obs.Consumer{Stream: event.StreamRaw, Name: event.ConsumerValidator}))
+	adm.Health.AddDegraded("backlog", obs.BacklogCheck(js, backlogAfter, event.StreamRaw))
+	adm.Health.AddDegraded("streams", obs.StreamFillCheck(js, event.StreamValid, event.StreamRejected))
 	reg, err := schema.NewRegistry(ctx, js, log)
 	if err != nil {
 		return err
@@ -55,6 +63,9 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 		return err
 	}
 	w.UseMetrics(obs.NewValidator(adm.Registry))
+	adm.Health.Add("publish", w.Check)
+	// Settled raw events older than the keep time go (every validator replica trims alike).
+	go natsx.NewTrimmer(js, log, event.StreamRaw).Run(ctx)
 	log.Info("validating")
 	return w.Run(ctx)
 }

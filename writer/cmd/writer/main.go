@@ -12,6 +12,7 @@ import (
 
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/failpoint"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/retention"
@@ -25,6 +26,10 @@ func main() {
 	defer stop()
 	env := config.FromEnv()
 	log := env.Logger().With("service", "writer")
+	if err := failpoint.Err(); err != nil {
+		log.Error("writer cannot start", "err", err)
+		os.Exit(2)
+	}
 	if err := run(ctx, env, log); err != nil {
 		log.Error("writer stopped", "err", err)
 		os.Exit(1)
@@ -36,6 +41,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	cfg.AckWait = env.Duration("LOGBOOK_WRITER_ACK_WAIT", cfg.AckWait)
 	cfg.MaxRows = int(env.Int("LOGBOOK_BATCH_ROWS", int64(cfg.MaxRows), 1, 1_000_000))
 	cfg.MaxWait = env.Duration("LOGBOOK_BATCH_WAIT", cfg.MaxWait)
+	backlogAfter := env.Duration("LOGBOOK_BACKLOG_DEGRADED_AFTER", obs.DefaultBacklogDegradedAfter)
 	adminAddr := env.Addr("LOGBOOK_ADMIN_ADDR", obs.DefaultAdminAddr)
 	st, err := store.ServerFromEnv(ctx, env)
 	if err != nil {
@@ -58,6 +64,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	adm.Health.Add("clickhouse", st.Ping)
 	adm.Registry.MustRegister(obs.NewJetStream("writer", js, []string{event.StreamValid},
 		obs.Consumer{Stream: event.StreamValid, Name: event.ConsumerWriter}))
+	adm.Health.AddDegraded("backlog", obs.BacklogCheck(js, backlogAfter, event.StreamValid))
 	// Each row is stamped with its organization's current retention (the TTL drops parts by it).
 	ret, err := retention.Watch(ctx, js, log)
 	if err != nil {
@@ -68,6 +75,8 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Settled valid events older than the keep time go (every writer replica trims alike).
+	go natsx.NewTrimmer(js, log, event.StreamValid).Run(ctx)
 	log.Info("writing")
 	return w.Run(ctx)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/failpoint"
+	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/validate"
 	"github.com/logbookhq/logbook/pkg/wire"
 )
@@ -95,6 +96,14 @@ func (gw *Gateway) store(ctx context.Context, l *bulkLine) {
 			l.res.Status, l.res.ID = LineAccepted, l.rec.ID
 			return
 		}
+		if l.key == "" && errors.Is(err, natsx.ErrUnconfirmed) {
+			err = gw.confirm(ctx, l.message(data))
+			if err == nil {
+				failpoint.Inject("gateway-after-publish")
+				l.res.Status, l.res.ID = LineAccepted, l.rec.ID
+				return
+			}
+		}
 		if l.key == "" || !subjectTaken(err) {
 			unavailable("publish failed", err)
 			return
@@ -119,6 +128,26 @@ func (gw *Gateway) store(ctx context.Context, l *bulkLine) {
 				"This idempotency key was already used with a different request in the last 24 hours."))
 		}
 		return
+	}
+}
+
+// confirm settles an unconfirmed publish of an event without an Idempotency-Key (it may or may not
+// be stored): it publishes the same message again, under the same message id, until JetStream
+// answers. Inside the duplicate window an answer means stored (a duplicate is acknowledged as
+// one), so the producer is told the truth either way: 200 for an event in the stream, 503 only for
+// one that is not — or, if JetStream stays silent past the request's own deadline and a second
+// one, for one whose fate is unknown (docs/api.md says to send keys where that matters).
+func (gw *Gateway) confirm(ctx context.Context, msg *nats.Msg) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), gw.cfg.PublishTimeout)
+	defer cancel()
+	var err error
+	for attempt := 1; ; attempt++ {
+		if err = gw.pub.Publish(ctx, msg); err == nil || !errors.Is(err, natsx.ErrUnconfirmed) {
+			return err
+		}
+		if sleep(ctx, time.Duration(attempt)*50*time.Millisecond) != nil {
+			return err
+		}
 	}
 }
 

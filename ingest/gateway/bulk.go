@@ -152,6 +152,9 @@ func (gw *Gateway) parseLine(ctx context.Context, line []byte, now time.Time, re
 	if err != nil {
 		return fail(requestError(err))
 	}
+	if err := allowWrite(ctx, req.OrganizationID); err != nil {
+		return fail(err)
+	}
 	if err := gw.checkSchema(ctx, req.OrganizationID, &req.Event); err != nil {
 		return fail(err)
 	}

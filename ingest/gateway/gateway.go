@@ -17,9 +17,11 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/logbookhq/logbook/ingest/idempotency"
+	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/failpoint"
 	"github.com/logbookhq/logbook/pkg/schema"
+	"github.com/logbookhq/logbook/pkg/selfaudit"
 	"github.com/logbookhq/logbook/pkg/validate"
 	"github.com/logbookhq/logbook/pkg/wire"
 )
@@ -66,6 +68,7 @@ type Gateway struct {
 	pub     publisher
 	schemas schemas
 	keys    keys
+	audit   auditor
 	marking sync.WaitGroup
 	cfg     Config
 	log     *slog.Logger
@@ -83,15 +86,16 @@ func (gw *Gateway) UseIdempotency(k keys) { gw.keys = k }
 func New(pub publisher, reg schemas, cfg Config, log *slog.Logger) *Gateway {
 	entropy := ulid.DefaultEntropy() // monotonic within a millisecond, safe for concurrent use
 	return &Gateway{
-		pub: pub, schemas: reg, cfg: cfg, log: log, now: time.Now,
+		pub: pub, schemas: reg, cfg: cfg, log: log, now: time.Now, audit: selfaudit.Discard,
 		newID: func(t time.Time) string { return ulid.MustNew(ulid.Timestamp(t), entropy).String() },
 	}
 }
 
-// Register adds the gateway's routes to g (which applies authentication).
+// Register adds the gateway's routes to g (which applies authentication), each with its scope.
 func (gw *Gateway) Register(g *echo.Group) {
-	g.POST("/audit_logs/events", gw.createEvent)
-	g.POST("/audit_logs/events/bulk", gw.createBulk)
+	write := wire.Need(apikey.ScopeEventsWrite)
+	g.POST("/audit_logs/events", gw.createEvent, write)
+	g.POST("/audit_logs/events/bulk", gw.createBulk, write)
 	gw.registerSchemas(g)
 }
 
@@ -108,6 +112,9 @@ func (gw *Gateway) createEvent(c echo.Context) error {
 	req, err := validate.ParseCreateEvent(body, now)
 	if err != nil {
 		return requestError(err)
+	}
+	if err := allowWrite(c.Request().Context(), req.OrganizationID); err != nil {
+		return err
 	}
 	key := c.Request().Header.Get("Idempotency-Key")
 	if len(key) > MaxIdempotencyKeyLen {

@@ -20,6 +20,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/schema"
+	"github.com/logbookhq/logbook/pkg/selfaudit"
 	"github.com/logbookhq/logbook/pkg/wire"
 )
 
@@ -39,7 +40,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	cfg.MaxBodyBytes = env.Int("LOGBOOK_MAX_BODY_BYTES", cfg.MaxBodyBytes, 1<<10, 900<<10)
 	addr := env.Addr("LOGBOOK_ADDR", "0.0.0.0:8080")
 	adminAddr := env.Addr("LOGBOOK_ADMIN_ADDR", obs.DefaultAdminAddr)
-	presetKey := env.String("LOGBOOK_API_KEY", "")
+	presetKey := apikey.PresetFromEnv(env)
 	limits := wire.RateLimitFromEnv(env)
 	nc, js, err := natsx.ConnectFromEnv(ctx, env, "logbook-ingest")
 	if err != nil {
@@ -81,6 +82,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	gw := gateway.New(raw, reg, cfg, log)
 	defer gw.Wait() // before the idempotency store closes
 	gw.UseIdempotency(idem)
+	gw.UseAudit(selfaudit.New(js, log))
 	gw.Register(e.Group("", wire.Auth(keys), wire.RateLimit(wire.NewLimiter(limits))))
 	log.Info("listening", "addr", addr)
 	return wire.Serve(ctx, e, addr)

@@ -296,3 +296,66 @@ func TestNoProducerWritesIntoTheSelfAuditOrganization(t *testing.T) {
 	assert.Equal(t, "reserved_organization", line["error"].(map[string]any)["code"])
 	assert.Equal(t, before, streamMsgs(t, a, event.StreamRaw), "nothing reached the raw stream")
 }
+
+// Every administrative change of this branch is on record in org_logbook, with its targets; reads
+// are not.
+func TestEveryAdminChangeIsOnRecord(t *testing.T) {
+	a := startT(t)
+	c := a.client(t, testKey)
+	now := time.Now().UTC()
+	ops := c.createKey(`{"name":"ops","scopes":["events:read"]}`)
+	require.Equal(t, 200, c.do("DELETE", "/admin/keys/ops", nil).status)
+	require.Equal(t, 201, c.do("POST", "/audit_logs/actions/doc.audited/schemas", []byte(`{"targets":[{"type":"team"}]}`)).status)
+	require.Equal(t, 201, c.do("POST", "/organizations/org_rec/audit_logs/actions/doc.audited/schemas", []byte(`{"targets":[{"type":"team"}]}`)).status)
+	exp := c.do("POST", "/audit_logs/exports", []byte(fmt.Sprintf(`{"organization_id":"org_rec","range_start":%q,"range_end":%q}`,
+		now.Add(-time.Hour).Format(time.RFC3339), now.Format(time.RFC3339))))
+	require.Equal(t, 201, exp.status, "%s", exp.raw)
+	require.Equal(t, 201, c.do("POST", "/portal/links", []byte(`{"organization_id":"org_rec"}`)).status)
+	require.Equal(t, 200, c.do("PUT", "/organizations/org_rec/audit_logs_retention", []byte(`{"retention_period_in_days":30}`)).status)
+	c.listKeys()
+	c.do("GET", "/audit_logs/actions", nil)
+
+	want := map[string][]string{
+		"logbook.api_key.created":    {"api_key:ops"},
+		"logbook.api_key.revoked":    {"api_key:ops"},
+		"logbook.schema.registered":  {"audit_log_action:doc.audited"},
+		"logbook.export.requested":   {"organization:org_rec", "audit_log_export:" + exp.body["id"].(string)},
+		"logbook.viewer_link.issued": {"organization:org_rec"},
+		"logbook.retention.updated":  {"organization:org_rec"},
+	}
+	var data []any
+	require.Eventually(t, func() bool {
+		data, _ = c.list("organization_id=org_logbook&limit=100").body["data"].([]any)
+		return len(data) >= 7
+	}, 20*time.Second, 50*time.Millisecond, "seven changes are recorded")
+	require.Len(t, data, 7, "reads are not recorded")
+	got := map[string]int{}
+	for _, d := range data {
+		ev := d.(map[string]any)
+		action := ev["action"].(string)
+		got[action]++
+		var targets []string
+		for _, tg := range ev["targets"].([]any) {
+			m := tg.(map[string]any)
+			targets = append(targets, m["type"].(string)+":"+m["id"].(string))
+		}
+		for _, w := range want[action] {
+			assert.Contains(t, targets, w, action)
+		}
+		assert.Equal(t, "env", ev["actor"].(map[string]any)["id"], action)
+		if action == "logbook.api_key.created" {
+			assert.Equal(t, ops.Prefix, ev["metadata"].(map[string]any)["key_prefix"])
+		}
+	}
+	assert.Equal(t, map[string]int{"logbook.api_key.created": 1, "logbook.api_key.revoked": 1, "logbook.schema.registered": 2,
+		"logbook.export.requested": 1, "logbook.viewer_link.issued": 1, "logbook.retention.updated": 1}, got)
+
+	// The trail exports like any organization's events.
+	exp = c.do("POST", "/audit_logs/exports", []byte(fmt.Sprintf(`{"organization_id":"org_logbook","range_start":%q,"range_end":%q}`,
+		now.Add(-time.Hour).Format(time.RFC3339), time.Now().Add(time.Hour).Format(time.RFC3339))))
+	require.Equal(t, 201, exp.status, "%s", exp.raw)
+	ready := c.pollExport(exp.body["id"].(string))
+	res, body := download(t, ready.body["url"].(string))
+	require.Equal(t, 200, res.StatusCode)
+	assert.Contains(t, string(body), "logbook.retention.updated")
+}

@@ -126,6 +126,26 @@ func (v *Verifier) Lookup(key string) (*Key, bool) {
 	return e.key, true
 }
 
+// Await waits until this verifier accepts (present) or refuses (!present) the key whose hash is
+// hash, or ctx ends: a process that created or revoked a key answers only once its own checks agree.
+func (v *Verifier) Await(ctx context.Context, hash string, present bool) error {
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for {
+		v.mu.RLock()
+		_, ok := v.byHash[hash]
+		v.mu.RUnlock()
+		if ok == present {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
 // Valid reports whether key is a known API key.
 func (v *Verifier) Valid(key string) bool {
 	_, ok := v.Lookup(key)

@@ -38,11 +38,31 @@ type auditor interface {
 	Record(ctx context.Context, e selfaudit.Entry) error
 }
 
+// local is this process's key checks: an *apikey.Verifier.
+type local interface {
+	Await(ctx context.Context, hash string, present bool) error
+}
+
 // Manager creates, lists and revokes keys, recording each change first. Safe for concurrent use.
 type Manager struct {
 	store keyStore
 	audit auditor
+	local local
 	now   func() time.Time
+}
+
+// UseLocal makes Create and Revoke return once this process's own checks (v) accept the new key or
+// refuse the revoked one (at most a second; other replicas follow through their watches), so a
+// client that creates a key can use it at once against the same process.
+func (m *Manager) UseLocal(v local) { m.local = v }
+
+func (m *Manager) await(ctx context.Context, hash string, present bool) {
+	if m.local == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_ = m.local.Await(ctx, hash, present) // late is still correct: the watch delivers it
 }
 
 // New returns a Manager over store, recording changes with audit.
@@ -87,6 +107,7 @@ func (m *Manager) Create(ctx context.Context, spec apikey.Spec) (*Created, error
 	if err != nil {
 		return nil, err
 	}
+	m.await(ctx, k.Hash, true)
 	return &Created{Key: k, Secret: secret}, nil
 }
 
@@ -104,7 +125,11 @@ func (m *Manager) Revoke(ctx context.Context, name string) (*apikey.Key, time.Ti
 		return nil, time.Time{}, err
 	}
 	k, err = m.store.Revoke(ctx, name)
-	return k, m.now().UTC(), err
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	m.await(ctx, k.Hash, false)
+	return k, m.now().UTC(), nil
 }
 
 // List returns every key, oldest first.

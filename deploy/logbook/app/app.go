@@ -221,7 +221,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	exp.UseAudit(audit)
 	exp.Register(g)
 	reconcile.NewAPI(js, a.store).Register(g)
-	apikeys.NewAPI(apikeys.New(keyStore, audit), log.With("service", "queryapi")).Register(g)
+	keyAdmin := apikeys.New(keyStore, audit)
+	keyAdmin.UseLocal(a.keys)
+	apikeys.NewAPI(keyAdmin, log.With("service", "queryapi")).Register(g)
 	exp.RegisterDownload(e)
 	links, err := portal.LoadLinks(ctx, js)
 	if err != nil {

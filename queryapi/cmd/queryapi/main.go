@@ -115,7 +115,9 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	viewer := portal.New(links, search.New(st, ret), exp, pc, log)
 	viewer.UseAudit(audit)
 	viewer.Register(e, g)
-	apikeys.NewAPI(apikeys.New(keyStore, audit), log).Register(g)
+	keyAdmin := apikeys.New(keyStore, audit)
+	keyAdmin.UseLocal(keys)
+	apikeys.NewAPI(keyAdmin, log).Register(g)
 	log.Info("listening", "addr", addr)
 	return wire.Serve(ctx, e, addr)
 }

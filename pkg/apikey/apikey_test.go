@@ -2,6 +2,8 @@ package apikey_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -294,4 +296,28 @@ func TestScopesAndOrganizations(t *testing.T) {
 	}
 	_, err = apikey.ParseSpec([]byte(`[1]`))
 	assert.ErrorIs(t, err, apikey.ErrMalformed)
+}
+
+// Start-up changes are announced before they are made; a failed announcement changes nothing.
+func TestStartUpChangesAreAnnouncedFirst(t *testing.T) {
+	ctx := context.Background()
+	_, js := natstest.New(t)
+	s := store(t, js)
+	var seen []string
+	s.BeforeChange(func(_ context.Context, c apikey.Change) error {
+		seen = append(seen, fmt.Sprintf("%s revoked=%v %s", c.Key.Name, c.Revoked, c.Reason))
+		return nil
+	})
+	_, err := s.Ensure(ctx, preset)
+	require.NoError(t, err)
+	_, err = s.Ensure(ctx, preset)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"env revoked=false LOGBOOK_API_KEY set"}, seen, "an unchanged key changes nothing")
+
+	s.BeforeChange(func(context.Context, apikey.Change) error { return errors.New("raw stream full") })
+	_, err = s.Ensure(ctx, preset+"-next")
+	require.ErrorContains(t, err, "raw stream full")
+	k, err := s.Get(ctx, apikey.EnvName)
+	require.NoError(t, err)
+	assert.Equal(t, apikey.Hash(preset), k.Hash, "not recorded, not replaced")
 }

@@ -34,8 +34,40 @@ var (
 
 // Store reads and changes the key records in the bucket. Safe for concurrent use.
 type Store struct {
-	kv  jetstream.KeyValue
-	now func() time.Time
+	kv     jetstream.KeyValue
+	now    func() time.Time
+	before func(ctx context.Context, c Change) error
+}
+
+// Change is a change Ensure makes at start-up on its own (the route and the command record theirs
+// themselves): a key created (Revoked false) or revoked, and why.
+type Change struct {
+	Key     *Key
+	Revoked bool
+	Reason  string
+}
+
+// Reasons of start-up changes.
+const (
+	ReasonEnvSet      = "LOGBOOK_API_KEY set"
+	ReasonEnvChanged  = "LOGBOOK_API_KEY changed"
+	ReasonFirstStart  = "first start without LOGBOOK_API_KEY"
+	ReasonMigrated    = "unnamed key of an earlier version named"
+	ReasonPreviousEnv = "unnamed earlier LOGBOOK_API_KEY revoked"
+)
+
+// BeforeChange makes Ensure call fn before each change it makes (to record it first); an error
+// from fn stops Ensure before that change.
+func (s *Store) BeforeChange(fn func(ctx context.Context, c Change) error) { s.before = fn }
+
+func (s *Store) announce(ctx context.Context, k *Key, revoked bool, reason string) error {
+	if s.before == nil {
+		return nil
+	}
+	if err := s.before(ctx, Change{Key: k, Revoked: revoked, Reason: reason}); err != nil {
+		return fmt.Errorf("failed to record the change of api key %s (%s): %w", k.Name, reason, err)
+	}
+	return nil
 }
 
 // Open opens the keys bucket (natsx.Prepare creates it).
@@ -100,6 +132,9 @@ func (s *Store) Ensure(ctx context.Context, preset string) (string, error) {
 		return "", err
 	}
 	k := s.record(DefaultName, key, SourceGenerated, nil, nil)
+	if err := s.announce(ctx, k, false, ReasonFirstStart); err != nil {
+		return "", err
+	}
 	if err := s.create(ctx, k); err != nil {
 		return "", err
 	}
@@ -125,6 +160,9 @@ func (s *Store) ensureEnv(ctx context.Context, preset string) error {
 			if err := s.checkUnique(ctx, want); err != nil {
 				return err
 			}
+			if err := s.announce(ctx, want, false, ReasonEnvSet); err != nil {
+				return err
+			}
 			if err := s.create(ctx, want); errors.Is(err, ErrExists) {
 				continue // another replica started at the same moment
 			} else if err != nil {
@@ -138,6 +176,12 @@ func (s *Store) ensureEnv(ctx context.Context, preset string) error {
 		}
 		// The variable changed: the previous env key is revoked, then replaced.
 		if err := s.checkUnique(ctx, want); err != nil {
+			return err
+		}
+		if err := s.announce(ctx, cur, true, ReasonEnvChanged); err != nil {
+			return err
+		}
+		if err := s.announce(ctx, want, false, ReasonEnvChanged); err != nil {
 			return err
 		}
 		if err := s.tombstone(ctx, cur); err != nil {
@@ -201,10 +245,16 @@ func (s *Store) migrate(ctx context.Context, preset string) error {
 			k.Name, k.Prefix, k.Source = EnvName, prefix(preset), SourceEnv
 			fallthrough
 		case preset == "" || string(e.Value()) != "preset":
+			if err := s.announce(ctx, k, false, ReasonMigrated); err != nil {
+				return err
+			}
 			if err := s.create(ctx, k); err != nil && !errors.Is(err, ErrExists) {
 				return err
 			}
 		default: // a previous LOGBOOK_API_KEY
+			if err := s.announce(ctx, k, true, ReasonPreviousEnv); err != nil {
+				return err
+			}
 			if err := s.tombstone(ctx, k); err != nil {
 				return err
 			}

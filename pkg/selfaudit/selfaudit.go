@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/wire"
 )
@@ -167,4 +168,33 @@ func (discard) Record(context.Context, Entry) error { return nil }
 // is the account, host where it runs; both appear in the records.
 func Operator(ctx context.Context, user, host string) context.Context {
 	return wire.WithCaller(ctx, wire.Caller{ActorType: wire.ActorOperator, Name: user, IP: host, UserAgent: "logbook keys command"})
+}
+
+// StartUp returns ctx naming Logbook itself, on host, as the actor of the changes a process makes
+// on its own when it starts (LOGBOOK_API_KEY applied).
+func StartUp(ctx context.Context, host string) context.Context {
+	return wire.WithCaller(ctx, wire.Caller{ActorType: "system", Name: "logbook", IP: host, UserAgent: "start-up"})
+}
+
+// KeyChanges returns the hook apikey.Store.BeforeChange takes: each key Logbook creates or revokes
+// at start-up (LOGBOOK_API_KEY set or changed, the first generated key) is recorded with r first,
+// as Logbook's own change (StartUp) with the reason in the metadata.
+func KeyChanges(r interface {
+	Record(ctx context.Context, e Entry) error
+}, host string) func(ctx context.Context, c apikey.Change) error {
+	return func(ctx context.Context, c apikey.Change) error {
+		action := KeyCreated
+		if c.Revoked {
+			action = KeyRevoked
+		}
+		meta := map[string]any{"source": c.Key.Source, "reason": c.Reason}
+		if c.Key.Prefix != "" {
+			meta["key_prefix"] = c.Key.Prefix
+		}
+		return r.Record(StartUp(ctx, host), Entry{
+			Action:   action,
+			Targets:  []event.Entity{{ID: c.Key.Name, Type: TargetAPIKey}},
+			Metadata: meta,
+		})
+	}
 }

@@ -51,7 +51,7 @@ func Command(ctx context.Context, m *Manager, args []string, out io.Writer) erro
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "Revoked API key %q (%s…); every replica refuses it now.\n", k.Name, k.Prefix)
+		fmt.Fprintf(out, "Revoked API key %q (%s…).\n", k.Name, k.Prefix)
 		return nil
 	}
 	return fmt.Errorf("%w: unknown keys command %q\n%s", ErrUsage, args[0], Usage)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -146,7 +147,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if err := natsx.Prepare(ctx, js, cfg.Limits); err != nil {
 		return nil, err
 	}
-	if a.GeneratedKey, err = apikey.Ensure(ctx, js, cfg.APIKey); err != nil {
+	audit := selfaudit.New(js, log.With("service", "selfaudit"))
+	keyStore, err := apikey.Open(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	keyStore.BeforeChange(selfaudit.KeyChanges(audit, host))
+	if a.GeneratedKey, err = keyStore.Ensure(ctx, cfg.APIKey); err != nil {
 		return nil, err
 	}
 	db, err := store.OpenEmbedded(cfg.LibPath, filepath.Join(cfg.DataDir, "clickhouse"))
@@ -164,11 +172,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if a.keys, err = apikey.NewVerifier(ctx, js, log, apikey.VerifierConfig{UsageFlush: cfg.KeyUsageFlush}); err != nil {
 		return nil, err
 	}
-	keyStore, err := apikey.Open(ctx, js)
-	if err != nil {
-		return nil, err
-	}
-	audit := selfaudit.New(js, log.With("service", "selfaudit"))
+
 	if a.ret, err = retention.Watch(ctx, js, log); err != nil {
 		return nil, err
 	}

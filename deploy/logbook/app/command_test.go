@@ -13,7 +13,6 @@ import (
 
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
-	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/selfaudit"
 	"github.com/logbookhq/logbook/queryapi/apikeys"
 )
@@ -22,7 +21,7 @@ import (
 func keysCommand(t *testing.T, dataDir, natsURL string, args ...string) (string, error) {
 	t.Helper()
 	ctx := context.Background()
-	adm, err := OpenAdmin(ctx, dataDir, natsURL, natsx.DefaultStreamLimits())
+	adm, err := OpenAdmin(ctx, dataDir, natsURL)
 	if err != nil {
 		return "", err
 	}
@@ -42,9 +41,11 @@ var keyInOutput = regexp.MustCompile(`\n    (sk_[0-9A-Za-z]{40})\n`)
 // directory is locked), and reaches a running one through its NATS listener; its changes are on
 // record with the operator as actor.
 func TestKeysCommand(t *testing.T) {
+	_, err := keysCommand(t, t.TempDir(), "", "list")
+	require.ErrorContains(t, err, "start Logbook on it once first", "a command never creates Logbook's streams")
 	dir := t.TempDir()
 	a := start(t, dir, testKey)
-	_, err := keysCommand(t, dir, "", "list")
+	_, err = keysCommand(t, dir, "", "list")
 	require.ErrorIs(t, err, ErrDataDirInUse, "a running Logbook's data directory is not opened twice")
 	require.NoError(t, a.Close())
 

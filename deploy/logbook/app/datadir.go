@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/natsx"
 )
 
@@ -48,15 +49,13 @@ type Admin struct {
 // OpenAdmin opens JetStream for an administrative command. With natsURL (the LOGBOOK_NATS_LISTEN
 // address of a running single process, or a cluster) it connects there; otherwise it starts the
 // embedded NATS server on dataDir, which works only while no Logbook runs on it
-// (ErrDataDirInUse). Close ends it.
-func OpenAdmin(ctx context.Context, dataDir, natsURL string, limits natsx.StreamLimits) (*Admin, error) {
+// (ErrDataDirInUse). It never creates or reconfigures streams: a command run with other
+// LOGBOOK_STREAM_* values than the server's must not change its limits (Logbook must have started
+// once). Close ends it.
+func OpenAdmin(ctx context.Context, dataDir, natsURL string) (*Admin, error) {
 	if natsURL != "" {
 		nc, js, err := natsx.Connect(natsURL, "logbook-admin")
 		if err != nil {
-			return nil, err
-		}
-		if err := natsx.Prepare(ctx, js, limits); err != nil {
-			nc.Close()
 			return nil, err
 		}
 		return &Admin{JS: js, close: nc.Close}, nil
@@ -83,10 +82,10 @@ func OpenAdmin(ctx context.Context, dataDir, natsURL string, limits natsx.Stream
 		stop()
 		return nil, err
 	}
-	if err := natsx.Prepare(ctx, js, limits); err != nil {
+	if _, err := js.Stream(ctx, event.StreamRaw); err != nil {
 		nc.Close()
 		stop()
-		return nil, err
+		return nil, fmt.Errorf("no Logbook data in %s (start Logbook on it once first): %w", dataDir, err)
 	}
 	return &Admin{JS: js, close: func() {
 		_ = natsx.DrainAndWait(nc, 10*time.Second)

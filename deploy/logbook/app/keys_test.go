@@ -138,6 +138,15 @@ func TestChangingTheEnvKeyRevokesThePreviousOne(t *testing.T) {
 	b := start(t, dir, second)
 	assert.Equal(t, 401, b.client(t, first).list("organization_id=org_e").status, "the previous env key is revoked")
 	assert.Equal(t, 200, b.client(t, second).list("organization_id=org_e").status)
+	var revoked []any
+	require.Eventually(t, func() bool {
+		revoked, _ = b.client(t, second).list("organization_id=org_logbook&actions=logbook.api_key.revoked").body["data"].([]any)
+		return len(revoked) == 1
+	}, 20*time.Second, 50*time.Millisecond, "the start that replaced the env key recorded the revocation")
+	ev := revoked[0].(map[string]any)
+	assert.Equal(t, map[string]any{"id": "logbook", "type": "system", "name": "logbook"}, ev["actor"])
+	assert.Equal(t, first[:7], ev["metadata"].(map[string]any)["key_prefix"])
+	assert.Equal(t, "LOGBOOK_API_KEY changed", ev["metadata"].(map[string]any)["reason"])
 	require.NoError(t, b.Close())
 
 	cfg := ConfigFromEnv(config.FromMap(map[string]string{"LOGBOOK_DATA_DIR": dir, "LOGBOOK_ADDR": "127.0.0.1:0", "LOGBOOK_API_KEY": first}))
@@ -325,10 +334,14 @@ func TestEveryAdminChangeIsOnRecord(t *testing.T) {
 	}
 	var data []any
 	require.Eventually(t, func() bool {
-		data, _ = c.list("organization_id=org_logbook&limit=100").body["data"].([]any)
+		data, _ = c.list("organization_id=org_logbook&actor_ids=env&limit=100").body["data"].([]any)
 		return len(data) >= 7
 	}, 20*time.Second, 50*time.Millisecond, "seven changes are recorded")
 	require.Len(t, data, 7, "reads are not recorded")
+	startUp := c.list("organization_id=org_logbook&actor_types=system").body["data"].([]any)
+	require.Len(t, startUp, 1, "the env key's creation at the first start is on record")
+	assert.Equal(t, "logbook.api_key.created", startUp[0].(map[string]any)["action"])
+	assert.Equal(t, "LOGBOOK_API_KEY set", startUp[0].(map[string]any)["metadata"].(map[string]any)["reason"])
 	got := map[string]int{}
 	for _, d := range data {
 		ev := d.(map[string]any)

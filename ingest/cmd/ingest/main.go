@@ -53,7 +53,14 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	}
 	defer adm.Close()
 	adm.Registry.MustRegister(obs.NewJetStream("ingest", js, []string{event.StreamRaw}))
-	key, err := apikey.Ensure(ctx, js, presetKey)
+	audit := selfaudit.New(js, log)
+	keyStore, err := apikey.Open(ctx, js)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	keyStore.BeforeChange(selfaudit.KeyChanges(audit, host))
+	key, err := keyStore.Ensure(ctx, presetKey) // LOGBOOK_API_KEY is the key "env"; changes are recorded
 	if err != nil {
 		return err
 	}
@@ -82,7 +89,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	gw := gateway.New(raw, reg, cfg, log)
 	defer gw.Wait() // before the idempotency store closes
 	gw.UseIdempotency(idem)
-	gw.UseAudit(selfaudit.New(js, log))
+	gw.UseAudit(audit)
 	gw.Register(e.Group("", wire.Auth(keys), wire.RateLimit(wire.NewLimiter(limits))))
 	log.Info("listening", "addr", addr)
 	return wire.Serve(ctx, e, addr)

@@ -37,7 +37,13 @@ func main() {
 
 func run(ctx context.Context, args []string) error {
 	env := config.FromEnv()
-	nc, js, err := natsx.ConnectFromEnv(ctx, env, "logbook-keys")
+	url := env.String("LOGBOOK_NATS_URL", "nats://127.0.0.1:4222")
+	if err := env.Err(); err != nil {
+		return err
+	}
+	// Connect only: a command must not create or reconfigure the streams (natsx.Prepare would
+	// apply this shell's LOGBOOK_STREAM_* values to a running deployment).
+	nc, js, err := natsx.Connect(url, "logbook-keys")
 	if err != nil {
 		return err
 	}

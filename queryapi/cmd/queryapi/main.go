@@ -67,9 +67,16 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	defer adm.Close()
 	adm.Health.Add("clickhouse", st.Ping)
 	st = st.Decorate(storemetrics.Decorator(adm.Registry, "queryapi"))
-	// Either service applies LOGBOOK_API_KEY (the key "env") at start; the first start of an
-	// installation without one generates a key and prints it once.
-	if key, err := apikey.Ensure(ctx, js, presetKey); err != nil {
+	// Either service applies LOGBOOK_API_KEY (the key "env") at start, recording what it changes;
+	// the first start of an installation without one generates a key and prints it once.
+	audit := selfaudit.New(js, log)
+	keyStore, err := apikey.Open(ctx, js)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	keyStore.BeforeChange(selfaudit.KeyChanges(audit, host))
+	if key, err := keyStore.Ensure(ctx, presetKey); err != nil {
 		return err
 	} else if key != "" {
 		fmt.Printf("Generated API key (shown once; only its hash is stored): %s\n", key)
@@ -79,11 +86,6 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 		return err
 	}
 	defer keys.Close()
-	audit := selfaudit.New(js, log)
-	keyStore, err := apikey.Open(ctx, js)
-	if err != nil {
-		return err
-	}
 	ret, err := retention.Watch(ctx, js, log)
 	if err != nil {
 		return err

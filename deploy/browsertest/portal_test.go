@@ -25,7 +25,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/config"
 )
 
-const apiKey = "sk_browser_test_0123456789"
+const apiKey = "sk_browser_test_0123456789abcdefghij"
 
 // chromium finds the browser: LOGBOOK_CHROMIUM, else chromium on the PATH. Without one the test
 // is skipped, unless LOGBOOK_REQUIRE_BROWSER=1 (set by .ci/run, which installs it) makes that a

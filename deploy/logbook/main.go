@@ -1,4 +1,5 @@
 // Command logbook runs all of Logbook in one process, with its data on disk (see the README).
+// `logbook keys list|create|revoke …` manages its API keys.
 package main
 
 import (
@@ -19,6 +20,11 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == "keys" { // logbook keys list|create|revoke …
+		code := keysMain(ctx, os.Args[2:])
+		stop()
+		os.Exit(code)
+	}
 	env := config.FromEnv()
 	log := env.Logger()
 	cfg := app.ConfigFromEnv(env)

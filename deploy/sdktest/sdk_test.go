@@ -21,7 +21,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/config"
 )
 
-const apiKey = "sk_test_sdk_0123456789abcdef"
+const apiKey = "sk_test_sdk_0123456789abcdef0123456789"
 
 // logbook is the one Logbook every test in this binary talks to (one embedded ClickHouse engine per
 // process); baseURL is its root.

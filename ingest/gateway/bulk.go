@@ -147,6 +147,10 @@ func (gw *Gateway) parseLine(ctx context.Context, line []byte, now time.Time, re
 		failed.fail(requestError(err))
 		return nil
 	}
+	if err := allowWrite(ctx, req.OrganizationID); err != nil {
+		failed.fail(err)
+		return nil
+	}
 	l, err := gw.prepare(ctx, req, key, now, res)
 	if err != nil {
 		failed.fail(err)

@@ -15,8 +15,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/schema"
+	"github.com/logbookhq/logbook/pkg/selfaudit"
 	"github.com/logbookhq/logbook/pkg/validate"
 	"github.com/logbookhq/logbook/pkg/wire"
 )
@@ -64,6 +66,7 @@ type Gateway struct {
 	pub     publisher
 	keys    keyRecords
 	schemas schemas
+	audit   auditor
 	cfg     Config
 	log     *slog.Logger
 	now     func() time.Time
@@ -75,15 +78,16 @@ type Gateway struct {
 func New(pub publisher, raw keyRecords, reg schemas, cfg Config, log *slog.Logger) *Gateway {
 	entropy := ulid.DefaultEntropy() // monotonic within a millisecond, safe for concurrent use
 	return &Gateway{
-		pub: pub, keys: raw, schemas: reg, cfg: cfg, log: log, now: time.Now,
+		pub: pub, keys: raw, schemas: reg, cfg: cfg, log: log, now: time.Now, audit: selfaudit.Discard,
 		newID: func(t time.Time) string { return ulid.MustNew(ulid.Timestamp(t), entropy).String() },
 	}
 }
 
-// Register adds the gateway's routes to g (which applies authentication).
+// Register adds the gateway's routes to g (which applies authentication), each with its scope.
 func (gw *Gateway) Register(g *echo.Group) {
-	g.POST("/audit_logs/events", gw.createEvent)
-	g.POST("/audit_logs/events/bulk", gw.createBulk)
+	write := wire.Need(apikey.ScopeEventsWrite)
+	g.POST("/audit_logs/events", gw.createEvent, write)
+	g.POST("/audit_logs/events/bulk", gw.createBulk, write)
 	gw.registerSchemas(g)
 }
 
@@ -100,6 +104,9 @@ func (gw *Gateway) createEvent(c echo.Context) error {
 	req, err := validate.ParseCreateEvent(body, now)
 	if err != nil {
 		return requestError(err)
+	}
+	if err := allowWrite(c.Request().Context(), req.OrganizationID); err != nil {
+		return err
 	}
 	key := c.Request().Header.Get("Idempotency-Key")
 	if len(key) > MaxIdempotencyKeyLen {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/schema"
 	"github.com/logbookhq/logbook/pkg/validate"
@@ -26,11 +27,12 @@ const (
 // registerSchemas adds the schema routes: the environment's schemas (WorkOS paths) and an
 // organization's own schemas, which take precedence over the environment's for its events.
 func (gw *Gateway) registerSchemas(g *echo.Group) {
-	g.POST("/audit_logs/actions/:action/schemas", gw.createSchema)
-	g.GET("/audit_logs/actions/:action/schemas", gw.listSchemas)
-	g.GET("/audit_logs/actions", gw.listActions)
-	g.POST("/organizations/:org/audit_logs/actions/:action/schemas", gw.createSchema)
-	g.GET("/organizations/:org/audit_logs/actions/:action/schemas", gw.listSchemas)
+	read, write := wire.Need(apikey.ScopeSchemasRead), wire.Need(apikey.ScopeSchemasWrite)
+	g.POST("/audit_logs/actions/:action/schemas", gw.createSchema, write)
+	g.GET("/audit_logs/actions/:action/schemas", gw.listSchemas, read)
+	g.GET("/audit_logs/actions", gw.listActions, read)
+	g.POST("/organizations/:org/audit_logs/actions/:action/schemas", gw.createSchema, write)
+	g.GET("/organizations/:org/audit_logs/actions/:action/schemas", gw.listSchemas, read)
 }
 
 // scope reads the optional :org and the :action path parameters.
@@ -55,6 +57,9 @@ func (gw *Gateway) createSchema(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := allowSchema(c.Request().Context(), org, action); err != nil {
+		return err
+	}
 	body, err := wire.ReadBody(c, schema.MaxDefinitionBytes)
 	if err != nil {
 		return err
@@ -69,6 +74,10 @@ func (gw *Gateway) createSchema(c echo.Context) error {
 	def, err := schema.ParseDefinition(body)
 	if err != nil {
 		return wire.Unprocessable("invalid_schema", err.Error(), []validate.FieldError{{Field: "schema", Code: err.Error()}})
+	}
+	// On record before it exists (pkg/selfaudit): no record, no schema.
+	if err := gw.audit.Record(c.Request().Context(), schemaRegistered(org, action, len(gw.schemas.Versions(org, action))+1, body)); err != nil {
+		return err
 	}
 	s, err := gw.schemas.CreateFor(c.Request().Context(), org, action, def)
 	if err != nil {
@@ -85,6 +94,11 @@ func (gw *Gateway) listSchemas(c echo.Context) error {
 			return wire.NotFound(fmt.Sprintf("Audit Log Action not found: '%s'.", truncate(c.Param("action"), 80)))
 		}
 		return err
+	}
+	if org != "" {
+		if err := wire.AllowOrg(c.Request().Context(), org); err != nil {
+			return err
+		}
 	}
 	versions := gw.schemas.Versions(org, action)
 	if len(versions) == 0 {

@@ -97,6 +97,15 @@ var OrgIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 // ValidOrgID reports whether id matches OrgIDPattern.
 func ValidOrgID(id string) bool { return OrgIDPattern.MatchString(id) }
 
+// SelfAuditOrgID is the organization Logbook records its own administrative changes in (API keys
+// created and revoked, schemas registered, retention changed, exports requested, viewer links
+// issued). No producer may write into it through the API; only full-access keys read it.
+const SelfAuditOrgID = "org_logbook"
+
+// SelfAuditActionPrefix starts the actions of Logbook's own records ("logbook.retention.updated").
+// Schemas for these actions are refused, so nobody can make the validator reject them.
+const SelfAuditActionPrefix = "logbook."
+
 // TimeFormat is how every timestamp leaves Logbook: UTC, three fractional digits, "Z".
 const TimeFormat = "2006-01-02T15:04:05.000Z"
 

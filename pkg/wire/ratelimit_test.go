@@ -12,12 +12,15 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/wire"
 )
 
 type anyKey struct{}
 
-func (anyKey) Valid(k string) bool { return k != "" }
+func (anyKey) Lookup(k string) (*apikey.Key, bool) {
+	return &apikey.Key{Name: "any", Hash: apikey.Hash(k)}, k != ""
+}
 
 // A key over its limit gets 429 rate_limit_exceeded with Retry-After; another key is unaffected.
 func TestRateLimitPerKey(t *testing.T) {

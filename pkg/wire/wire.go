@@ -6,7 +6,6 @@ package wire
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,6 +18,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/logbookhq/logbook/pkg/apikey"
 )
 
 // Error is an API error in the WorkOS envelope: {"message", "code", "errors"}. A 400 carries both
@@ -136,25 +137,32 @@ func RequestID() echo.MiddlewareFunc {
 	}
 }
 
-// KeyChecker answers whether an API key is valid.
-type KeyChecker interface{ Valid(key string) bool }
+// KeyLookup finds the API key a request presents: an *apikey.Verifier.
+type KeyLookup interface {
+	Lookup(key string) (*apikey.Key, bool)
+}
 
 // keyIDContext names the echo context value holding an identity of the request's API key (a
 // digest, never the key), set by Auth for RateLimit.
 const keyIDContext = "logbook.key_id"
 
-// Auth requires "Authorization: Bearer <key>" with a key keys accepts.
-func Auth(keys KeyChecker) echo.MiddlewareFunc {
+// Auth requires "Authorization: Bearer <key>" with a key keys knows, and attaches the caller (the
+// key, the request's address, user agent and id) to the request's context for Need, AllowOrg and
+// the self-audit records.
+func Auth(keys KeyLookup) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			h := c.Request().Header.Get(echo.HeaderAuthorization)
 			key, ok := strings.CutPrefix(h, "Bearer ")
-			key = strings.TrimSpace(key)
-			if !ok || !keys.Valid(key) {
+			if !ok {
 				return Unauthorized
 			}
-			sum := sha256.Sum256([]byte(key))
-			c.Set(keyIDContext, hex.EncodeToString(sum[:16]))
+			k, ok := keys.Lookup(strings.TrimSpace(key))
+			if !ok {
+				return Unauthorized
+			}
+			c.Set(keyIDContext, k.Hash[:min(32, len(k.Hash))])
+			SetCaller(c, Caller{Key: k, ActorType: ActorAPIKey, Name: k.Name})
 			return next(c)
 		}
 	}
@@ -215,6 +223,9 @@ func NewServer(log *slog.Logger) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = ErrorHandler(log)
+	// The request's address (self-audit records): X-Forwarded-For is believed only when the direct
+	// peer is a loopback, link-local or private address (a proxy in front), else the peer itself.
+	e.IPExtractor = echo.ExtractIPFromXFFHeader()
 	e.Use(RequestID(), recoverPanics(log))
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	return e

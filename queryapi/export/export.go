@@ -34,7 +34,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/selfaudit"
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/wire"
 )
@@ -149,7 +151,18 @@ type Service struct {
 	owner     string
 	queue     chan string
 	now       func() time.Time
+	audit     auditor
 }
+
+// auditor records administrative changes before they are made: a *selfaudit.Recorder. Its error
+// is the answer to give (a 503).
+type auditor interface {
+	Record(ctx context.Context, e selfaudit.Entry) error
+}
+
+// UseAudit makes every export request recorded in the self-audit organization before the job
+// exists. Without it, nothing is recorded (selfaudit.Discard).
+func (s *Service) UseAudit(a auditor) { s.audit = a }
 
 // secretKey names the signing key in the secrets bucket.
 const secretKey = "export-link-signing-key"
@@ -177,7 +190,7 @@ func Open(ctx context.Context, js jetstream.JetStream, ev events, ret Retention,
 	_, _ = rand.Read(owner[:])
 	return &Service{
 		jobs: jobs, files: files, secret: secret, events: ev, retention: ret, cfg: cfg, log: log,
-		owner: hex.EncodeToString(owner[:]), queue: make(chan string, 1000), now: time.Now,
+		owner: hex.EncodeToString(owner[:]), queue: make(chan string, 1000), now: time.Now, audit: selfaudit.Discard,
 	}, nil
 }
 
@@ -200,10 +213,11 @@ func signingKey(ctx context.Context, kv jetstream.KeyValue) ([]byte, error) {
 	return key, nil
 }
 
-// Register adds the API-key routes to g.
+// Register adds the API-key routes to g, each needing events:read.
 func (s *Service) Register(g *echo.Group) {
-	g.POST("/audit_logs/exports", s.create)
-	g.GET("/audit_logs/exports/:id", s.get)
+	read := wire.Need(apikey.ScopeEventsRead)
+	g.POST("/audit_logs/exports", s.create, read)
+	g.GET("/audit_logs/exports/:id", s.get, read)
 }
 
 // RegisterDownload adds the download route to e, outside API-key authentication: the signature in
@@ -242,6 +256,9 @@ func (s *Service) create(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := wire.AllowOrg(c.Request().Context(), org); err != nil {
+		return err
+	}
 	now := s.now().UTC().Truncate(time.Millisecond)
 	j := &Job{
 		ID:             "audit_log_export_" + ulid.MustNew(ulid.Timestamp(now), rand.Reader).String(),
@@ -250,6 +267,21 @@ func (s *Service) create(c echo.Context) error {
 	raw, err := json.Marshal(j)
 	if err != nil {
 		return fmt.Errorf("failed to encode export job: %w", err)
+	}
+	// On record before the job exists (pkg/selfaudit): no record, no export.
+	if err := s.audit.Record(c.Request().Context(), selfaudit.Entry{
+		Action: selfaudit.ExportRequested,
+		Targets: []event.Entity{
+			{ID: org, Type: selfaudit.TargetOrganization},
+			{ID: j.ID, Type: selfaudit.TargetExport},
+		},
+		Metadata: map[string]any{
+			"range_start": event.FormatTime(f.RangeStart),
+			"range_end":   event.FormatTime(f.RangeEnd),
+			"format":      f.format(),
+		},
+	}); err != nil {
+		return err
 	}
 	if _, err := s.jobs.Create(c.Request().Context(), j.ID, raw); err != nil {
 		s.log.Warn("export job not stored", "err", err)
@@ -266,6 +298,9 @@ func (s *Service) get(c echo.Context) error {
 	j, _, err := s.load(c.Request().Context(), c)
 	if err != nil {
 		return err
+	}
+	if wire.AllowOrg(c.Request().Context(), j.OrganizationID) != nil {
+		return wire.NotFound(fmt.Sprintf("Audit Log Export not found: '%s'.", j.ID)) // another organization's: not there
 	}
 	link := ""
 	if j.State == StateReady {

@@ -16,8 +16,10 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/retention"
+	"github.com/logbookhq/logbook/pkg/selfaudit"
 	"github.com/logbookhq/logbook/pkg/wire"
 )
 
@@ -36,23 +38,35 @@ type deleter interface {
 	DeleteOlderThan(ctx context.Context, org string, days uint16) error
 }
 
+// auditor records administrative changes before they are made: a *selfaudit.Recorder. Its error
+// is the answer to give (a 503).
+type auditor interface {
+	Record(ctx context.Context, e selfaudit.Entry) error
+}
+
 // API serves the organization routes. Safe for concurrent use.
 type API struct {
 	settings settings
 	store    deleter
+	audit    auditor
 	log      *slog.Logger
 }
 
 // New returns an API on the retention settings s, deleting expired events from st.
 func New(s settings, st deleter, log *slog.Logger) *API {
-	return &API{settings: s, store: st, log: log}
+	return &API{settings: s, store: st, audit: selfaudit.Discard, log: log}
 }
 
-// Register adds the routes to g (which applies authentication).
+// UseAudit makes every retention change recorded in the self-audit organization before it is
+// made. Without it, nothing is recorded (selfaudit.Discard).
+func (a *API) UseAudit(au auditor) { a.audit = au }
+
+// Register adds the routes to g (which applies authentication), each with its scope.
 func (a *API) Register(g *echo.Group) {
-	g.GET("/organizations/:org/audit_logs_retention", a.getRetention)
-	g.PUT("/organizations/:org/audit_logs_retention", a.putRetention)
-	g.GET("/organizations/:org/audit_log_configuration", a.getConfiguration)
+	read, write := wire.Need(apikey.ScopeRetentionRead), wire.Need(apikey.ScopeRetentionWrite)
+	g.GET("/organizations/:org/audit_logs_retention", a.getRetention, read)
+	g.PUT("/organizations/:org/audit_logs_retention", a.putRetention, write)
+	g.GET("/organizations/:org/audit_log_configuration", a.getConfiguration, read)
 }
 
 type retentionJSON struct {
@@ -64,7 +78,7 @@ func orgParam(c echo.Context) (string, error) {
 	if err != nil || !event.ValidOrgID(org) {
 		return "", wire.NotFound("Organization not found.")
 	}
-	return org, nil
+	return org, wire.AllowOrg(c.Request().Context(), org)
 }
 
 func (a *API) current(c echo.Context) (string, *int, error) {
@@ -119,6 +133,20 @@ func (a *API) putRetention(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
+	entry := selfaudit.Entry{
+		Action:   selfaudit.RetentionUpdated,
+		Targets:  []event.Entity{{ID: org, Type: selfaudit.TargetOrganization}},
+		Metadata: map[string]any{"retention_period_in_days": days},
+	}
+	if prev, set, err := a.settings.Get(ctx, org); err != nil {
+		return wire.Unavailable("Retention settings are unavailable; retry shortly.", 1)
+	} else if set {
+		entry.Metadata["previous_retention_period_in_days"] = prev
+	}
+	// On record before it is made (pkg/selfaudit): no record, no change.
+	if err := a.audit.Record(ctx, entry); err != nil {
+		return err
+	}
 	if err := a.settings.Set(ctx, org, days); err != nil {
 		return wire.Unavailable("Retention settings are unavailable; retry shortly.", 1)
 	}

@@ -10,6 +10,7 @@
 package portal
 
 import (
+	"context"
 	"embed"
 	"errors"
 	"fmt"
@@ -22,8 +23,10 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/selfaudit"
 	"github.com/logbookhq/logbook/pkg/wire"
 )
 
@@ -66,13 +69,24 @@ type Portal struct {
 	exports *exportProxy // nil when this process serves no exports
 	cfg     Config
 	log     *slog.Logger
+	audit   auditor
 }
+
+// auditor records administrative changes before they are made: a *selfaudit.Recorder. Its error
+// is the answer to give (a 503).
+type auditor interface {
+	Record(ctx context.Context, e selfaudit.Entry) error
+}
+
+// UseAudit makes every viewer link recorded in the self-audit organization before it is issued.
+// Without it, nothing is recorded (selfaudit.Discard).
+func (p *Portal) UseAudit(a auditor) { p.audit = a }
 
 // New returns a Portal whose viewers read through search (registered again under /portal/api,
 // behind viewer tokens) and export through exports (nil: the export button answers that exports
 // are unavailable).
 func New(links *Links, search, exports routes, cfg Config, log *slog.Logger) *Portal {
-	p := &Portal{links: links, search: search, cfg: cfg, log: log}
+	p := &Portal{links: links, search: search, cfg: cfg, log: log, audit: selfaudit.Discard}
 	if exports != nil {
 		p.exports = newExportProxy(exports, log)
 	}
@@ -88,7 +102,7 @@ var deniedPage = template.Must(template.ParseFS(assets, "assets/denied.html"))
 // the page (GET /portal/), its static files (/portal/assets/…) and the viewer API (/portal/api/…,
 // viewer token required).
 func (p *Portal) Register(e *echo.Echo, keyed *echo.Group) {
-	keyed.POST("/portal/links", p.createLink)
+	keyed.POST("/portal/links", p.createLink, wire.Need(apikey.ScopeEventsRead))
 	e.GET("/portal", func(c echo.Context) error {
 		return c.Redirect(http.StatusFound, "/portal/?"+c.Request().URL.RawQuery)
 	})
@@ -126,7 +140,19 @@ func (p *Portal) createLink(c echo.Context) error {
 			"field": "organization_id", "code": "organization_id is required: 1 to 64 of letters, digits, '_' and '-'",
 		}})
 	}
+	ctx := c.Request().Context()
+	if err := wire.AllowOrg(ctx, req.OrganizationID); err != nil {
+		return err
+	}
 	expires := p.links.now().Add(p.cfg.LinkTTL).Truncate(time.Second)
+	// On record before it is issued (pkg/selfaudit): no record, no link.
+	if err := p.audit.Record(ctx, selfaudit.Entry{
+		Action:   selfaudit.ViewerLinkIssued,
+		Targets:  []event.Entity{{ID: req.OrganizationID, Type: selfaudit.TargetOrganization}},
+		Metadata: map[string]any{"expires_at": event.FormatTime(expires)},
+	}); err != nil {
+		return err
+	}
 	token := p.links.Issue(req.OrganizationID, expires)
 	return c.JSON(http.StatusCreated, linkResponse{
 		Object:    "portal_link",
@@ -166,6 +192,13 @@ func (p *Portal) viewerAuth(next echo.HandlerFunc) echo.HandlerFunc {
 			return &wire.Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "Viewer links are read-only."}
 		}
 		c.Set(viewerContext, org)
+		// The viewer is a caller that reads this one organization: the search and export routes
+		// check it as they check an API key, and the self-audit records name it.
+		wire.SetCaller(c, wire.Caller{
+			Key:       &apikey.Key{Name: "viewer:" + org, Scopes: []apikey.Scope{apikey.ScopeEventsRead}, Organizations: []string{org}},
+			ActorType: wire.ActorViewerLink,
+			Name:      "viewer:" + org,
+		})
 		return next(c)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/natstest"
 	"github.com/logbookhq/logbook/pkg/storetest"
@@ -32,7 +33,9 @@ func (noRetention) Days(string) uint16 { return 0 }
 
 type oneKey struct{}
 
-func (oneKey) Valid(k string) bool { return k == apiKey }
+func (oneKey) Lookup(k string) (*apikey.Key, bool) {
+	return &apikey.Key{Name: "test", Hash: apikey.Hash(k)}, k == apiKey
+}
 
 type fixture struct {
 	t          *testing.T

@@ -18,6 +18,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/wire"
@@ -49,10 +50,11 @@ type API struct {
 // New returns an API reading from s, hiding events past their organization's retention r.
 func New(s searcher, r Retention) *API { return &API{store: s, retention: r} }
 
-// Register adds the routes to g (which applies authentication).
+// Register adds the routes to g (which applies authentication), each needing events:read.
 func (a *API) Register(g *echo.Group) {
-	g.GET("/audit_logs/events", a.list)
-	g.GET("/audit_logs/events/:id", a.get)
+	read := wire.Need(apikey.ScopeEventsRead)
+	g.GET("/audit_logs/events", a.list, read)
+	g.GET("/audit_logs/events/:id", a.get, read)
 }
 
 // Filter parameters that may repeat (actions=a&actions=b); each value is an alternative.
@@ -189,6 +191,9 @@ func (a *API) list(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := wire.AllowOrg(c.Request().Context(), r.filter.Org); err != nil {
+		return err
+	}
 	r.filter.RetentionDays = a.retention.Days(r.filter.Org)
 	ctx := c.Request().Context()
 	// Walking "forward" follows the list's order: toward older events when newest come first.
@@ -236,6 +241,9 @@ func (a *API) get(c echo.Context) error {
 		if name != "organization_id" {
 			return invalidParam(name, "is not a known parameter")
 		}
+	}
+	if err := wire.AllowOrg(c.Request().Context(), org); err != nil {
+		return err
 	}
 	id, err := wire.PathParam(c, "id")
 	if err != nil || id == "" || len(id) > 64 {

@@ -7,6 +7,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/wire"
 )
 
@@ -19,8 +20,10 @@ type API struct {
 // NewAPI returns the admin endpoint over js and store.
 func NewAPI(js jetstream.JetStream, store Store) *API { return &API{js: js, store: store} }
 
-// Register adds the route to g (which applies authentication).
-func (a *API) Register(g *echo.Group) { g.GET("/admin/reconcile", a.reconcile) }
+// Register adds the route to g (which applies authentication); it needs the admin scope.
+func (a *API) Register(g *echo.Group) {
+	g.GET("/admin/reconcile", a.reconcile, wire.Need(apikey.ScopeAdmin))
+}
 
 func (a *API) reconcile(c echo.Context) error {
 	since, err := ParseSince(c.QueryParam("since"), time.Now())

@@ -28,8 +28,10 @@ import (
 	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/retention"
 	"github.com/logbookhq/logbook/pkg/schema"
+	"github.com/logbookhq/logbook/pkg/selfaudit"
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/wire"
+	"github.com/logbookhq/logbook/queryapi/apikeys"
 	"github.com/logbookhq/logbook/queryapi/export"
 	"github.com/logbookhq/logbook/queryapi/organizations"
 	"github.com/logbookhq/logbook/queryapi/portal"
@@ -45,9 +47,13 @@ type Config struct {
 	DataDir string
 	// Addr is the HTTP listen address. Default 127.0.0.1:8080; port 0 picks a free port.
 	Addr string
-	// APIKey, when set, is accepted as an API key. When empty and no key exists yet, one is
-	// generated, only its hash is stored, and it is reported once through Started.APIKey.
+	// APIKey, when set (LOGBOOK_API_KEY, at least 32 characters), is the API key named "env"; a
+	// different key than at the previous start replaces (revokes) the previous one. When empty on
+	// an installation's first start, a key named "default" is generated, only its hash is stored,
+	// and it is reported once through App.GeneratedKey.
 	APIKey string
+	// KeyUsageFlush is how often the keys' last use is stored. Default apikey.DefaultUsageFlush.
+	KeyUsageFlush time.Duration
 	// NATSListen optionally exposes the embedded NATS server over TCP (host:port).
 	NATSListen string
 	// LibPath is libchdb.so's path; empty means chdb.DefaultLibPath().
@@ -80,7 +86,7 @@ func ConfigFromEnv(env *config.Env) Config {
 	return Config{
 		DataDir:        env.String("LOGBOOK_DATA_DIR", "./data"),
 		Addr:           env.Addr("LOGBOOK_ADDR", "127.0.0.1:8080"),
-		APIKey:         env.String("LOGBOOK_API_KEY", ""),
+		APIKey:         apikey.PresetFromEnv(env),
 		NATSListen:     env.String("LOGBOOK_NATS_LISTEN", ""),
 		LibPath:        env.String("LOGBOOK_CHDB_LIB", ""),
 		Limits:         natsx.LimitsFromEnv(env),
@@ -106,6 +112,8 @@ type App struct {
 	ns      *server.Server
 	nc      *nats.Conn
 	store   *store.Store
+	unlock  func() error
+	echo    *echo.Echo
 	reg     *schema.Registry
 	keys    *apikey.Verifier
 	ret     *retention.Policies
@@ -120,14 +128,15 @@ type App struct {
 // Start brings Logbook up and returns once it serves HTTP. Close stops it.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) {
 	a = &App{log: log}
+	started := a // the returns below set a to nil
 	defer func() {
 		if err != nil {
-			_ = a.Close()
+			_ = started.Close()
 			a = nil
 		}
 	}()
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("failed to create data dir: %w", err)
+	if a.unlock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
 	}
 	a.ns, err = natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: filepath.Join(cfg.DataDir, "nats"), Listen: cfg.NATSListen})
 	if err != nil {
@@ -141,7 +150,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if err := natsx.Prepare(ctx, js, cfg.Limits); err != nil {
 		return nil, err
 	}
-	if a.GeneratedKey, err = apikey.Ensure(ctx, js, cfg.APIKey); err != nil {
+	audit := selfaudit.New(js, log.With("service", "selfaudit"))
+	keyStore, err := apikey.Open(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	keyStore.BeforeChange(selfaudit.KeyChanges(audit, host))
+	if a.GeneratedKey, err = keyStore.Ensure(ctx, cfg.APIKey); err != nil {
 		return nil, err
 	}
 	db, err := store.OpenEmbedded(cfg.LibPath, filepath.Join(cfg.DataDir, "clickhouse"))
@@ -156,9 +172,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if a.reg, err = schema.NewRegistry(ctx, js, log); err != nil {
 		return nil, err
 	}
-	if a.keys, err = apikey.NewVerifier(ctx, js, log); err != nil {
+	if a.keys, err = apikey.NewVerifier(ctx, js, log, apikey.VerifierConfig{UsageFlush: cfg.KeyUsageFlush}); err != nil {
 		return nil, err
 	}
+
 	if a.ret, err = retention.Watch(ctx, js, log); err != nil {
 		return nil, err
 	}
@@ -203,20 +220,30 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	a.raw = raw
 	a.obs.health.Add("publish", func(ctx context.Context) error { return errors.Join(raw.Check(ctx), val.Check(ctx)) })
 	e := wire.NewServer(log)
+	a.echo = e
 	a.obs.serve(e)
 	g := e.Group("", wire.Auth(a.keys), wire.RateLimit(wire.NewLimiter(cfg.RateLimit)))
 	a.gw = gateway.New(raw, rawStream, a.reg, cfg.Gateway, log.With("service", "ingest"))
+	a.gw.UseAudit(audit)
 	a.gw.Register(g)
 	search.New(a.obs.queryStore, a.ret).Register(g)
-	organizations.New(a.ret, a.store, log.With("service", "queryapi")).Register(g)
+	orgs := organizations.New(a.ret, a.store, log.With("service", "queryapi"))
+	orgs.UseAudit(audit)
+	orgs.Register(g)
+	exp.UseAudit(audit)
 	exp.Register(g)
 	reconcile.NewAPI(js, a.store).Register(g)
+	keyAdmin := apikeys.New(keyStore, audit)
+	keyAdmin.UseLocal(a.keys)
+	apikeys.NewAPI(keyAdmin, log.With("service", "queryapi")).Register(g)
 	exp.RegisterDownload(e)
 	links, err := portal.LoadLinks(ctx, js)
 	if err != nil {
 		return nil, err
 	}
-	portal.New(links, search.New(a.obs.queryStore, a.ret), exp, cfg.Portal, log.With("service", "portal")).Register(e, g)
+	viewer := portal.New(links, search.New(a.obs.queryStore, a.ret), exp, cfg.Portal, log.With("service", "portal"))
+	viewer.UseAudit(audit)
+	viewer.Register(e, g)
 	return a, a.serve(e, cfg.Addr)
 }
 
@@ -277,6 +304,9 @@ func (a *App) Close() error {
 	}
 	if a.store != nil {
 		errs = append(errs, a.store.Close())
+	}
+	if a.unlock != nil {
+		errs = append(errs, a.unlock())
 	}
 	return errors.Join(errs...)
 }

@@ -20,7 +20,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/event"
 )
 
-const testKey = "sk_test_0123456789abcdef"
+const testKey = "sk_test_0123456789abcdef0123456789"
 
 // start runs a real single-process Logbook (embedded NATS with JetStream on disk, embedded
 // ClickHouse) on dir, on a free loopback port.

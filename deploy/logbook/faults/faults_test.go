@@ -26,7 +26,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-const apiKey = "sk_fault_tests_0123456789"
+const apiKey = "sk_fault_tests_0123456789abcdefghijk"
 
 var binary string
 

@@ -20,6 +20,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/schema"
+	"github.com/logbookhq/logbook/pkg/selfaudit"
 	"github.com/logbookhq/logbook/pkg/wire"
 )
 
@@ -43,7 +44,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	cfg.MaxBodyBytes = env.Int("LOGBOOK_MAX_BODY_BYTES", cfg.MaxBodyBytes, 1<<10, 900<<10)
 	addr := env.Addr("LOGBOOK_ADDR", "0.0.0.0:8080")
 	adminAddr := env.Addr("LOGBOOK_ADMIN_ADDR", obs.DefaultAdminAddr)
-	presetKey := env.String("LOGBOOK_API_KEY", "")
+	presetKey := apikey.PresetFromEnv(env)
 	limits := wire.RateLimitFromEnv(env)
 	nc, js, err := natsx.ConnectFromEnv(ctx, env, "logbook-ingest")
 	if err != nil {
@@ -57,7 +58,14 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	defer adm.Close()
 	adm.Registry.MustRegister(obs.NewJetStream("ingest", js, []string{event.StreamRaw}))
 	adm.Health.AddDegraded("streams", obs.StreamFillCheck(js, event.StreamRaw))
-	key, err := apikey.Ensure(ctx, js, presetKey)
+	audit := selfaudit.New(js, log)
+	keyStore, err := apikey.Open(ctx, js)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	keyStore.BeforeChange(selfaudit.KeyChanges(audit, host))
+	key, err := keyStore.Ensure(ctx, presetKey) // LOGBOOK_API_KEY is the key "env"; changes are recorded
 	if err != nil {
 		return err
 	}
@@ -84,6 +92,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	e := wire.NewServer(log)
 	e.Use(obs.HTTP(adm.Registry, "ingest"))
 	gw := gateway.New(raw, rawStream, reg, cfg, log)
+	gw.UseAudit(audit)
 	gw.Register(e.Group("", wire.Auth(keys), wire.RateLimit(wire.NewLimiter(limits))))
 	log.Info("listening", "addr", addr)
 	return wire.Serve(ctx, e, addr)

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -18,9 +19,11 @@ import (
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/retention"
+	"github.com/logbookhq/logbook/pkg/selfaudit"
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/store/storemetrics"
 	"github.com/logbookhq/logbook/pkg/wire"
+	"github.com/logbookhq/logbook/queryapi/apikeys"
 	"github.com/logbookhq/logbook/queryapi/export"
 	"github.com/logbookhq/logbook/queryapi/organizations"
 	"github.com/logbookhq/logbook/queryapi/portal"
@@ -50,6 +53,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	ec := export.DefaultConfig()
 	ec.PublicURL = env.BaseURL("LOGBOOK_PUBLIC_URL", "")
 	sweepEvery := env.Duration("LOGBOOK_RETENTION_SWEEP", time.Hour)
+	presetKey := apikey.PresetFromEnv(env)
 	st, err := store.ServerFromEnv(ctx, env)
 	if err != nil {
 		return err
@@ -68,6 +72,20 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	defer adm.Close()
 	adm.Health.Add("clickhouse", st.Ping)
 	st = st.Decorate(storemetrics.Decorator(adm.Registry, "queryapi"))
+	// Either service applies LOGBOOK_API_KEY (the key "env") at start, recording what it changes;
+	// the first start of an installation without one generates a key and prints it once.
+	audit := selfaudit.New(js, log)
+	keyStore, err := apikey.Open(ctx, js)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	keyStore.BeforeChange(selfaudit.KeyChanges(audit, host))
+	if key, err := keyStore.Ensure(ctx, presetKey); err != nil {
+		return err
+	} else if key != "" {
+		fmt.Printf("Generated API key (shown once; only its hash is stored): %s\n", key)
+	}
 	keys, err := apikey.NewVerifier(ctx, js, log)
 	if err != nil {
 		return err
@@ -95,10 +113,18 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	e.Use(obs.HTTP(adm.Registry, "queryapi"))
 	g := e.Group("", wire.Auth(keys), wire.RateLimit(wire.NewLimiter(limits)))
 	search.New(st, ret).Register(g)
-	organizations.New(ret, st, log).Register(g)
+	orgs := organizations.New(ret, st, log)
+	orgs.UseAudit(audit)
+	orgs.Register(g)
+	exp.UseAudit(audit)
 	exp.Register(g)
 	exp.RegisterDownload(e)
-	portal.New(links, search.New(st, ret), exp, pc, log).Register(e, g)
+	viewer := portal.New(links, search.New(st, ret), exp, pc, log)
+	viewer.UseAudit(audit)
+	viewer.Register(e, g)
+	keyAdmin := apikeys.New(keyStore, audit)
+	keyAdmin.UseLocal(keys)
+	apikeys.NewAPI(keyAdmin, log).Register(g)
 	log.Info("listening", "addr", addr)
 	return wire.Serve(ctx, e, addr)
 }

@@ -1,0 +1,97 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/natsx"
+)
+
+// ErrDataDirInUse is returned when another process holds the data directory.
+var ErrDataDirInUse = errors.New("the data directory is in use by another Logbook process")
+
+// lockDataDir creates dir if needed and takes an exclusive lock on dir/logbook.lock until the
+// returned release is called (or the process ends, whatever way): two processes on one data
+// directory would corrupt JetStream's files, and the embedded server does not lock them itself.
+func lockDataDir(dir string) (release func() error, err error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("failed to create data dir: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "logbook.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open the data directory's lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrDataDirInUse, dir)
+		}
+		return nil, fmt.Errorf("failed to lock the data directory %s: %w", dir, err)
+	}
+	return f.Close, nil
+}
+
+// Admin is NATS for an administrative command (`logbook keys …`): the JetStream of a running
+// Logbook reached over TCP, or that of a stopped one opened from its data directory.
+type Admin struct {
+	JS    jetstream.JetStream
+	close func()
+}
+
+// OpenAdmin opens JetStream for an administrative command. With natsURL (the LOGBOOK_NATS_LISTEN
+// address of a running single process, or a cluster) it connects there; otherwise it starts the
+// embedded NATS server on dataDir, which works only while no Logbook runs on it
+// (ErrDataDirInUse). It never creates or reconfigures streams: a command run with other
+// LOGBOOK_STREAM_* values than the server's must not change its limits (Logbook must have started
+// once). Close ends it.
+func OpenAdmin(ctx context.Context, dataDir, natsURL string) (*Admin, error) {
+	if natsURL != "" {
+		nc, js, err := natsx.Connect(natsURL, "logbook-admin")
+		if err != nil {
+			return nil, err
+		}
+		return &Admin{JS: js, close: nc.Close}, nil
+	}
+	unlock, err := lockDataDir(dataDir)
+	if errors.Is(err, ErrDataDirInUse) {
+		return nil, fmt.Errorf("%w: stop it, use its /admin/keys route, or start it with LOGBOOK_NATS_LISTEN=127.0.0.1:4222 and run this with LOGBOOK_NATS_URL=nats://127.0.0.1:4222", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ns, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: filepath.Join(dataDir, "nats")})
+	if err != nil {
+		_ = unlock()
+		return nil, err
+	}
+	stop := func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		_ = unlock()
+	}
+	nc, js, err := natsx.ConnectInProcess(ns, "logbook-admin")
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	if _, err := js.Stream(ctx, event.StreamRaw); err != nil {
+		nc.Close()
+		stop()
+		return nil, fmt.Errorf("no Logbook data in %s (start Logbook on it once first): %w", dataDir, err)
+	}
+	return &Admin{JS: js, close: func() {
+		_ = natsx.DrainAndWait(nc, 10*time.Second)
+		stop()
+	}}, nil
+}
+
+// Close disconnects (and stops the embedded server, releasing the data directory).
+func (a *Admin) Close() { a.close() }

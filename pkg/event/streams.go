@@ -1,7 +1,10 @@
 package event
 
-// Stream and subject names. Every subject ends in the organization id, so consumers and operators
-// can filter one organization's traffic, and the id is restricted by OrgIDPattern.
+import "strconv"
+
+// Stream and subject names. Every subject's third token is the organization id
+// (logbook.<stage>.<org>[.<more>], see OrgOfSubject), so consumers and operators can filter one
+// organization's traffic, and the id is restricted by OrgIDPattern.
 const (
 	// StreamRaw holds events as the gateway accepted them, before schema validation.
 	StreamRaw = "LOGBOOK_RAW"
@@ -32,6 +35,12 @@ const (
 	// BucketSecrets is the key-value bucket holding secrets Logbook generates for itself (the key
 	// that signs export download links).
 	BucketSecrets = "logbook_secrets"
+	// BucketValidatorAttempts is the key-value bucket where a validator marks a raw message it
+	// validates alone after repeated deliveries, so a record the process keeps dying on is known.
+	BucketValidatorAttempts = "logbook_validator_attempts"
+	// BucketRedrives is the key-value bucket remembering, per event, which rejected message was put
+	// back through validation, so a redrive happens once.
+	BucketRedrives = "logbook_redrives"
 	// ObjectsExports is the object store holding finished export files (CSV).
 	ObjectsExports = "logbook_exports"
 
@@ -42,6 +51,13 @@ const (
 // RawSubject is the subject an organization's raw events are published on.
 func RawSubject(org string) string { return subjectRaw + org }
 
+// RawRedriveSubject is the raw subject of a rejected event put back through validation: one subject
+// per rejected-stream message (seq), so JetStream itself refuses a second redrive of it while the raw
+// stream holds the first (published with Nats-Expected-Last-Subject-Sequence: 0).
+func RawRedriveSubject(org string, seq uint64) string {
+	return subjectRaw + org + ".r." + strconv.FormatUint(seq, 10)
+}
+
 // ValidSubject is the subject an organization's validated events are published on.
 func ValidSubject(org string) string { return subjectValid + org }
 
@@ -50,7 +66,7 @@ func RejectedSubject(org string) string { return subjectRejected + org }
 
 // RawSubjects, ValidSubjects and RejectedSubjects are the streams' subject filters.
 const (
-	RawSubjects      = subjectRaw + "*"
+	RawSubjects      = subjectRaw + ">" // logbook.raw.<org> and logbook.raw.<org>.r.<seq>
 	ValidSubjects    = subjectValid + "*"
 	RejectedSubjects = subjectRejected + "*"
 )

@@ -32,6 +32,9 @@ type Health struct {
 type namedCheck struct {
 	name  string
 	check Check
+	// degrades: a failure reports "degraded" and leaves the process ready (it can still do its
+	// work; operators must look).
+	degrades bool
 }
 
 // NewHealth returns a Health with no checks: ready until Stopping.
@@ -43,15 +46,25 @@ func NewHealth(log *slog.Logger) *Health {
 func (h *Health) Add(name string, check Check) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.checks = append(h.checks, namedCheck{name, check})
+	h.checks = append(h.checks, namedCheck{name: name, check: check})
+}
+
+// AddDegraded adds a check whose failure reports the process "degraded" (the check says
+// "degraded", the status too) without making it unready: /readyz still answers 200, so a balancer
+// keeps sending work, while operators and alerts see it.
+func (h *Health) AddDegraded(name string, check Check) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.checks = append(h.checks, namedCheck{name: name, check: check, degrades: true})
 }
 
 // Stopping turns readiness false for good: the process is shutting down.
 func (h *Health) Stopping() { h.stopping.Store(true) }
 
 // Ready runs every check concurrently (each bounded by CheckTimeout) and returns each one's
-// outcome ("ok" or "failing") and whether all passed and the process is not stopping. Failures are
-// logged when a check changes state, not on every probe.
+// outcome ("ok", "failing", or "degraded" for a check added with AddDegraded) and whether all
+// checks but those passed and the process is not stopping. Failures are logged when a check
+// changes state, not on every probe.
 func (h *Health) Ready(ctx context.Context) (map[string]string, bool) {
 	h.mu.Lock()
 	checks := append([]namedCheck(nil), h.checks...)
@@ -83,7 +96,10 @@ func (h *Health) Ready(ctx context.Context) (map[string]string, bool) {
 			h.failing[c.name] = failing
 		}
 		out[c.name] = "ok"
-		if failing {
+		switch {
+		case failing && c.degrades:
+			out[c.name] = "degraded"
+		case failing:
 			out[c.name], ok = "failing", false
 		}
 	}
@@ -95,11 +111,17 @@ func (h *Health) ServeLive(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 }
 
-// ServeReady answers 200 when every check passes, else 503: GET /readyz. The body names each
-// check's outcome; the causes go to the log, not to whoever asks.
+// ServeReady answers 200 when every check passes (status "ok", or "degraded" when a check added
+// with AddDegraded fails), else 503: GET /readyz. The body names each check's outcome; the causes
+// go to the log, not to whoever asks.
 func (h *Health) ServeReady(w http.ResponseWriter, r *http.Request) {
 	checks, ok := h.Ready(r.Context())
 	body := map[string]any{"status": "ok", "checks": checks}
+	for _, v := range checks {
+		if v == "degraded" {
+			body["status"] = "degraded"
+		}
+	}
 	status := http.StatusOK
 	if !ok {
 		body["status"], status = "unavailable", http.StatusServiceUnavailable

@@ -71,6 +71,7 @@ func ConfigFromEnv(env *config.Env) Config {
 	wc.MaxRows = int(env.Int("LOGBOOK_BATCH_ROWS", int64(wc.MaxRows), 1, 1_000_000))
 	wc.MaxWait = env.Duration("LOGBOOK_BATCH_WAIT", wc.MaxWait)
 	vc.AckWait = env.Duration("LOGBOOK_VALIDATOR_ACK_WAIT", vc.AckWait)
+	vc.Loops = int(env.Int("LOGBOOK_VALIDATORS", int64(vc.Loops), 1, 64))
 	wc.AckWait = env.Duration("LOGBOOK_WRITER_ACK_WAIT", wc.AckWait)
 	ec := export.DefaultConfig()
 	ec.PublicURL = env.BaseURL("LOGBOOK_PUBLIC_URL", "")
@@ -167,6 +168,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 		return nil, err
 	}
 	val.UseMetrics(a.obs.validator)
+	a.obs.health.AddDegraded("validator_output", val.OutputCheck())
 	wr, err := batcher.New(ctx, js, retention.Stamper{Store: a.obs.writerStore, Policies: a.ret}, cfg.Writer, log.With("service", "writer"))
 	if err != nil {
 		return nil, err

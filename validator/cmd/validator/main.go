@@ -32,6 +32,7 @@ func main() {
 func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	cfg := worker.DefaultConfig()
 	cfg.AckWait = env.Duration("LOGBOOK_VALIDATOR_ACK_WAIT", cfg.AckWait)
+	cfg.Loops = int(env.Int("LOGBOOK_VALIDATORS", int64(cfg.Loops), 1, 64))
 	adminAddr := env.Addr("LOGBOOK_ADMIN_ADDR", obs.DefaultAdminAddr)
 	nc, js, err := natsx.ConnectFromEnv(ctx, env, "logbook-validator") // reports every bad variable
 	if err != nil {
@@ -55,6 +56,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 		return err
 	}
 	w.UseMetrics(obs.NewValidator(adm.Registry))
+	adm.Health.AddDegraded("validator_output", w.OutputCheck())
 	log.Info("validating")
 	return w.Run(ctx)
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/logbookhq/logbook/queryapi/organizations"
 	"github.com/logbookhq/logbook/queryapi/portal"
 	"github.com/logbookhq/logbook/queryapi/search"
+	"github.com/logbookhq/logbook/validator/redrive"
 	"github.com/logbookhq/logbook/validator/worker"
 	"github.com/logbookhq/logbook/writer/batcher"
 	"github.com/logbookhq/logbook/writer/reconcile"
@@ -205,6 +206,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	organizations.New(a.ret, a.store, log.With("service", "queryapi")).Register(g)
 	exp.Register(g)
 	reconcile.NewAPI(js, a.store).Register(g)
+	rd, err := redrive.New(ctx, js, log.With("service", "validator"))
+	if err != nil {
+		return nil, err
+	}
+	rd.Register(g)
 	exp.RegisterDownload(e)
 	links, err := portal.LoadLinks(ctx, js)
 	if err != nil {

@@ -102,13 +102,3 @@ func categoryOf(reason string) string {
 // writer refused (whose first copy is in the valid stream under r.MsgID()) is not dropped by the
 // valid stream's duplicate window, and each redrive is deduplicated on its own.
 func (r *Record) RedriveMsgID(seq string) string { return r.MsgID() + ":redrive:" + seq }
-
-// OrgOfSubject returns the organization token of a Logbook stream subject,
-// logbook.<stage>.<org>[.<more>], or "" when subject has no such token.
-func OrgOfSubject(subject string) string {
-	parts := strings.SplitN(subject, ".", 4)
-	if len(parts) < 3 || parts[0] != "logbook" {
-		return ""
-	}
-	return parts[2]
-}

@@ -33,11 +33,11 @@ func TestClassifyReject(t *testing.T) {
 	}
 }
 
-func TestOrgOfSubject(t *testing.T) {
-	assert.Equal(t, "org_a", event.OrgOfSubject(event.RawSubject("org_a")))
-	assert.Equal(t, "org_a", event.OrgOfSubject(event.RawRedriveSubject("org_a", 42)))
-	assert.Equal(t, "org_a", event.OrgOfSubject("logbook.raw.org_a.k.0123abcd"))
-	assert.Equal(t, "org_b", event.OrgOfSubject(event.RejectedSubject("org_b")))
-	assert.Equal(t, "", event.OrgOfSubject("other.raw.org_a"))
-	assert.Equal(t, "", event.OrgOfSubject("logbook.raw"))
+func TestOrgFromSubject(t *testing.T) {
+	assert.Equal(t, "org_a", event.OrgFromSubject(event.RawSubject("org_a")))
+	assert.Equal(t, "org_a", event.OrgFromSubject(event.RawRedriveSubject("org_a", 42)))
+	assert.Equal(t, "org_a", event.OrgFromSubject("logbook.raw.org_a.k.0123abcd"))
+	assert.Equal(t, "org_b", event.OrgFromSubject(event.RejectedSubject("org_b")))
+	assert.Equal(t, "", event.OrgFromSubject("other.raw.org_a"))
+	assert.Equal(t, "", event.OrgFromSubject("logbook.raw"))
 }

@@ -1,10 +1,14 @@
 package event
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+)
 
-// Stream and subject names. Every subject's third token is the organization id
-// (logbook.<stage>.<org>[.<more>], see OrgOfSubject), so consumers and operators can filter one
-// organization's traffic, and the id is restricted by OrgIDPattern.
+// Stream and subject names. The third token of every subject is the organization id
+// (logbook.<stage>.<org>, and logbook.raw.<org>.r.<rejected seq> for a redriven event), so
+// consumers and operators can filter one organization's traffic; the id is restricted by
+// OrgIDPattern.
 const (
 	// StreamRaw holds events as the gateway accepted them, before schema validation.
 	StreamRaw = "LOGBOOK_RAW"
@@ -51,6 +55,16 @@ const (
 // RawSubject is the subject an organization's raw events are published on.
 func RawSubject(org string) string { return subjectRaw + org }
 
+// OrgFromSubject returns the organization token of a Logbook stream subject, or "" when subject
+// has none.
+func OrgFromSubject(subject string) string {
+	parts := strings.SplitN(subject, ".", 4)
+	if len(parts) < 3 || parts[0] != "logbook" {
+		return ""
+	}
+	return parts[2]
+}
+
 // RawRedriveSubject is the raw subject of a rejected event put back through validation: one subject
 // per rejected-stream message (seq), so JetStream itself refuses a second redrive of it while the raw
 // stream holds the first (published with Nats-Expected-Last-Subject-Sequence: 0).
@@ -66,7 +80,7 @@ func RejectedSubject(org string) string { return subjectRejected + org }
 
 // RawSubjects, ValidSubjects and RejectedSubjects are the streams' subject filters.
 const (
-	RawSubjects      = subjectRaw + ">" // logbook.raw.<org> and logbook.raw.<org>.r.<seq>
+	RawSubjects      = subjectRaw + ">"
 	ValidSubjects    = subjectValid + "*"
 	RejectedSubjects = subjectRejected + "*"
 )

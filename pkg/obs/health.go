@@ -20,7 +20,10 @@ type Check func(ctx context.Context) error
 // CheckTimeout bounds each readiness check.
 const CheckTimeout = 2 * time.Second
 
-// Health answers liveness and readiness. Safe for concurrent use.
+// Health answers liveness and readiness. A check added with Add makes the process unready while it
+// fails ("failing", 503); one added with AddDegraded only reports "degraded" (200, status
+// "degraded"): the process still does its work, but an operator should look (a backlog growing
+// old behind a stopped writer, a stream filling up). Safe for concurrent use.
 type Health struct {
 	log      *slog.Logger
 	mu       sync.Mutex
@@ -30,11 +33,9 @@ type Health struct {
 }
 
 type namedCheck struct {
-	name  string
-	check Check
-	// degrades: a failure reports "degraded" and leaves the process ready (it can still do its
-	// work; operators must look).
-	degrades bool
+	name     string
+	check    Check
+	degrades bool // failing reports "degraded" and leaves the process ready
 }
 
 // NewHealth returns a Health with no checks: ready until Stopping.
@@ -46,25 +47,24 @@ func NewHealth(log *slog.Logger) *Health {
 func (h *Health) Add(name string, check Check) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.checks = append(h.checks, namedCheck{name: name, check: check})
+	h.checks = append(h.checks, namedCheck{name, check, false})
 }
 
-// AddDegraded adds a check whose failure reports the process "degraded" (the check says
-// "degraded", the status too) without making it unready: /readyz still answers 200, so a balancer
-// keeps sending work, while operators and alerts see it.
+// AddDegraded reports check under name as "degraded" while it fails, without making the process
+// unready.
 func (h *Health) AddDegraded(name string, check Check) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.checks = append(h.checks, namedCheck{name: name, check: check, degrades: true})
+	h.checks = append(h.checks, namedCheck{name, check, true})
 }
 
 // Stopping turns readiness false for good: the process is shutting down.
 func (h *Health) Stopping() { h.stopping.Store(true) }
 
 // Ready runs every check concurrently (each bounded by CheckTimeout) and returns each one's
-// outcome ("ok", "failing", or "degraded" for a check added with AddDegraded) and whether all
-// checks but those passed and the process is not stopping. Failures are logged when a check
-// changes state, not on every probe.
+// outcome ("ok", "failing", or "degraded" for checks added with AddDegraded) and whether no check
+// is failing and the process is not stopping. Failures are logged when a check changes state, not
+// on every probe.
 func (h *Health) Ready(ctx context.Context) (map[string]string, bool) {
 	h.mu.Lock()
 	checks := append([]namedCheck(nil), h.checks...)
@@ -87,20 +87,22 @@ func (h *Health) Ready(ctx context.Context) (map[string]string, bool) {
 	defer h.mu.Unlock()
 	for i, c := range checks {
 		failing := errs[i] != nil
+		state := "failing"
+		if c.degrades {
+			state = "degraded"
+		}
 		if failing != h.failing[c.name] {
 			if failing {
-				h.log.Warn("readiness check failing", "check", c.name, "err", errs[i])
+				h.log.Warn("readiness check "+state, "check", c.name, "err", errs[i])
 			} else {
 				h.log.Info("readiness check passing again", "check", c.name)
 			}
 			h.failing[c.name] = failing
 		}
 		out[c.name] = "ok"
-		switch {
-		case failing && c.degrades:
-			out[c.name] = "degraded"
-		case failing:
-			out[c.name], ok = "failing", false
+		if failing {
+			out[c.name] = state
+			ok = ok && c.degrades
 		}
 	}
 	return out, ok
@@ -111,18 +113,18 @@ func (h *Health) ServeLive(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 }
 
-// ServeReady answers 200 when every check passes (status "ok", or "degraded" when a check added
-// with AddDegraded fails), else 503: GET /readyz. The body names each check's outcome; the causes
-// go to the log, not to whoever asks.
+// ServeReady answers GET /readyz: 200 "ok" when every check passes, 200 "degraded" when only
+// checks added with AddDegraded fail, else 503 "unavailable" ("stopping" once shutting down). The
+// body names each check's outcome; the causes go to the log, not to whoever asks.
 func (h *Health) ServeReady(w http.ResponseWriter, r *http.Request) {
 	checks, ok := h.Ready(r.Context())
 	body := map[string]any{"status": "ok", "checks": checks}
+	status := http.StatusOK
 	for _, v := range checks {
 		if v == "degraded" {
 			body["status"] = "degraded"
 		}
 	}
-	status := http.StatusOK
 	if !ok {
 		body["status"], status = "unavailable", http.StatusServiceUnavailable
 		if h.stopping.Load() {

@@ -171,7 +171,7 @@ ingest_http_requests_total{code="5xx",method="GET",route="/boom"} 1
 
 // A check added with AddDegraded reports "degraded" without making the process unready; an
 // ordinary failing check still wins.
-func TestDegradedCheckKeepsReadiness(t *testing.T) {
+func TestDegradedValidatorOutputKeepsReadiness(t *testing.T) {
 	h := obs.NewHealth(quiet)
 	failing := errors.New("valid stream refusing for 2m")
 	var degraded error

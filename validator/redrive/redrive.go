@@ -313,7 +313,7 @@ func candidateOf(m jetstream.Msg, meta *jetstream.MsgMetadata) candidate {
 	h := m.Headers()
 	reason := h.Get(event.HeaderRejectReason)
 	category, side := event.ClassifyReject(h.Get(event.HeaderRejectCategory), h.Get(event.HeaderRejectSide), reason)
-	c := candidate{Event: Event{RejectedSeq: meta.Sequence.Stream, Organization: event.OrgOfSubject(m.Subject()),
+	c := candidate{Event: Event{RejectedSeq: meta.Sequence.Stream, Organization: event.OrgFromSubject(m.Subject()),
 		Category: category, Side: side, Reason: reason, RejectedAt: meta.Timestamp.UTC()}, data: m.Data()}
 	var head struct {
 		ID  string `json:"id"`

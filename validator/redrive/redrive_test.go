@@ -88,7 +88,7 @@ func (e *env) publish(t testing.TB, rec *event.Record) {
 	require.NoError(t, err)
 	m := nats.NewMsg(event.RawSubject(rec.OrganizationID))
 	m.Data = data
-	m.Header.Set(jetstream.MsgIDHeader, event.RawMsgID(rec.OrganizationID, "", rec.ID))
+	m.Header.Set(jetstream.MsgIDHeader, rec.MsgID())
 	_, err = e.js.PublishMsg(context.Background(), m)
 	require.NoError(t, err)
 }

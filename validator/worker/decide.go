@@ -121,7 +121,7 @@ func identity(m jetstream.Msg, rec *event.Record) (org, msgID string, known bool
 	if meta, err := m.Metadata(); err == nil {
 		msgID = fmt.Sprintf("raw-seq:%d", meta.Sequence.Stream)
 	}
-	return event.OrgOfSubject(m.Subject()), msgID, false
+	return event.OrgFromSubject(m.Subject()), msgID, false
 }
 
 // redriveOf returns the rejected-stream sequence m redrives, or "".

@@ -289,6 +289,16 @@ func TestRedeliveryAfterTheDuplicateWindowIsNotRepublished(t *testing.T) {
 			requireDrained(t, js)
 			assert.Equal(t, 1, countByMsgID(t, js, event.StreamValid, rec.MsgID()), "the late redelivery must not add a second copy")
 			assert.Equal(t, uint64(2), streamCount(t, js, event.StreamValid))
+			attempts, err := js.KeyValue(ctx, event.BucketValidatorAttempts)
+			require.NoError(t, err)
+			st, err := attempts.Status(ctx)
+			require.NoError(t, err)
+			assert.Positive(t, st.Bytes(), "the redelivered message was validated alone, under a marker")
+			lister, err := attempts.ListKeys(ctx)
+			require.NoError(t, err)
+			for k := range lister.Keys() {
+				t.Errorf("marker %s left behind: the validation ended, it must be cleared", k)
+			}
 		})
 	}
 }

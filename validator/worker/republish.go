@@ -109,7 +109,7 @@ func (o *outputs) stored(ctx context.Context, js jetstream.JetStream, it *item) 
 	if !it.mayExist {
 		return false, nil
 	}
-	org := event.OrgOfSubject(it.d.out.Subject)
+	org := event.OrgFromSubject(it.d.out.Subject)
 	since := it.meta.Timestamp.Add(-time.Minute) // no copy predates the raw message (a minute for clocks)
 	for _, s := range []struct{ stream, subject string }{
 		{event.StreamValid, event.ValidSubject(org)}, {event.StreamRejected, event.RejectedSubject(org)},

@@ -53,12 +53,16 @@ func (w *Worker) process(ctx context.Context, msgs []jetstream.Msg) {
 	}
 	stop := keepInProgress(items, w.cfg.AckWait/3)
 	defer stop()
+	settled := true
 	if len(fresh) > 0 {
-		w.settle(ctx, fresh, func(ctx context.Context, it *item) decision { return w.decide(ctx, it.msg) })
+		settled = w.settle(ctx, fresh, func(ctx context.Context, it *item) decision { return w.decide(ctx, it.msg) })
 	}
 	for _, it := range again {
-		w.settle(ctx, []*item{it}, w.decideAlone)
-		if it.crashed && it.done.Load() {
+		if !settled && ctx.Err() != nil {
+			return // shutting down while outputs fail: the rest is redelivered
+		}
+		settled = w.settle(ctx, []*item{it}, w.decideAlone)
+		if it.crashed && settled {
 			w.forgetAttempts(it)
 		}
 	}
@@ -69,7 +73,7 @@ func (w *Worker) process(ctx context.Context, msgs []jetstream.Msg) {
 // backoff for as long as it lasts; only the end of ctx stops it, leaving the unsettled messages to
 // be redelivered. The first attempt runs even when ctx is already done (the batch in hand is
 // finished on shutdown).
-func (w *Worker) settle(ctx context.Context, items []*item, decide func(context.Context, *item) decision) {
+func (w *Worker) settle(ctx context.Context, items []*item, decide func(context.Context, *item) decision) (settled bool) {
 	ep := &episode{}
 	defer w.backlog.update(w.metrics, ep, 0)
 	backoff := w.cfg.RetryBackoff
@@ -82,21 +86,23 @@ func (w *Worker) settle(ctx context.Context, items []*item, decide func(context.
 			}
 		}
 		if left == 0 {
-			return
+			return true
 		}
 		if ep.since.IsZero() {
 			ep.since = time.Now()
 		}
 		w.backlog.failed(err)
 		w.backlog.update(w.metrics, ep, left)
+		if ctx.Err() == nil {
+			w.log.Warn("output failing; retrying", "messages", left, "waiting", time.Since(ep.since).Round(time.Millisecond),
+				"retry_in", backoff, "err", err)
+			sleep(ctx, backoff)
+			backoff = min(2*backoff, w.cfg.MaxRetryBackoff)
+		}
 		if ctx.Err() != nil {
 			w.log.Warn("stopping with messages unsettled; they will be redelivered", "messages", left, "err", err)
-			return
+			return false
 		}
-		w.log.Warn("output failing; retrying", "messages", left, "waiting", time.Since(ep.since).Round(time.Millisecond),
-			"retry_in", backoff, "err", err)
-		sleep(ctx, backoff)
-		backoff = min(2*backoff, w.cfg.MaxRetryBackoff)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -108,4 +109,95 @@ func isWrongLastSequence(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// A delivery count is not always there to tell: the single process runs JetStream inside itself,
+// and a consumer's delivery records reach disk about every 100 ms, so a record that kills the
+// process within that time comes back with a delivery count of 1, every time. So before a loop
+// validates a batch it writes the batch's sequences under its own key in the same bucket
+// (inflight.<raw stream creation>.<instance>.<loop>, overwritten by the next batch, deleted on a
+// clean stop); a new worker reads the keys earlier instances left and treats their unsettled
+// sequences as suspects, validated alone like redeliveries. Cost: one key-value write per batch.
+
+func (w *Worker) inflightKey(loop int) string {
+	return fmt.Sprintf("inflight.%d.%s.%d", w.rawEpoch, w.instance, loop)
+}
+
+// markBatch records the sequences loop is about to validate.
+func (w *Worker) markBatch(ctx context.Context, loop int, items []*item) error {
+	seqs := make([]string, len(items))
+	for i, it := range items {
+		seqs[i] = strconv.FormatUint(it.meta.Sequence.Stream, 10)
+	}
+	if _, err := w.attempts.Put(ctx, w.inflightKey(loop), []byte(strings.Join(seqs, ","))); err != nil {
+		return fmt.Errorf("failed to mark the batch in flight: %w", err)
+	}
+	return nil
+}
+
+// unmarkBatches deletes this worker's in-flight keys (a clean stop).
+func (w *Worker) unmarkBatches() {
+	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+	defer cancel()
+	for loop := range w.cons {
+		_ = w.attempts.Delete(ctx, w.inflightKey(loop))
+	}
+}
+
+// loadSuspects reads the in-flight keys earlier instances left: their sequences past the
+// consumer's ack floor become suspects; keys wholly settled are deleted.
+func (w *Worker) loadSuspects(ctx context.Context) error {
+	w.suspects = map[uint64]struct{}{}
+	info, err := w.cons[0].Info(ctx)
+	if err != nil {
+		return fmt.Errorf("failed to read consumer %s: %w", event.ConsumerValidator, err)
+	}
+	floor := info.AckFloor.Stream
+	lister, err := w.attempts.ListKeysFiltered(ctx, fmt.Sprintf("inflight.%d.>", w.rawEpoch))
+	if err != nil {
+		return fmt.Errorf("failed to list %s: %w", event.BucketValidatorAttempts, err)
+	}
+	for key := range lister.Keys() {
+		e, err := w.attempts.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("failed to read %s: %w", key, err)
+		}
+		open := 0
+		for _, s := range strings.Split(string(e.Value()), ",") {
+			if seq, err := strconv.ParseUint(s, 10, 64); err == nil && seq > floor {
+				w.suspects[seq] = struct{}{}
+				open++
+			}
+		}
+		if open == 0 {
+			_ = w.attempts.Delete(ctx, key)
+		}
+	}
+	if len(w.suspects) > 0 {
+		w.log.Warn("an earlier validator stopped while validating; its messages are validated alone",
+			"messages", len(w.suspects))
+	}
+	return nil
+}
+
+// suspect reports whether it must be validated alone: delivered again, or in flight in a
+// validator that stopped without a clean exit.
+func (w *Worker) suspect(it *item) bool {
+	if it.meta.NumDelivered >= uint64(w.cfg.IsolateAfter) {
+		return true
+	}
+	w.suspectsMu.Lock()
+	defer w.suspectsMu.Unlock()
+	_, ok := w.suspects[it.meta.Sequence.Stream]
+	return ok
+}
+
+// cleared forgets a settled suspect.
+func (w *Worker) cleared(it *item) {
+	w.suspectsMu.Lock()
+	defer w.suspectsMu.Unlock()
+	delete(w.suspects, it.meta.Sequence.Stream)
 }

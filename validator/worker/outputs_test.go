@@ -294,7 +294,7 @@ func TestRedeliveryAfterTheDuplicateWindowIsNotRepublished(t *testing.T) {
 			st, err := attempts.Status(ctx)
 			require.NoError(t, err)
 			assert.Positive(t, st.Bytes(), "the redelivered message was validated alone, under a marker")
-			lister, err := attempts.ListKeys(ctx)
+			lister, err := attempts.ListKeysFiltered(ctx, "raw.>")
 			require.NoError(t, err)
 			for k := range lister.Keys() {
 				t.Errorf("marker %s left behind: the validation ended, it must be cleared", k)

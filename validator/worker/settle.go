@@ -38,14 +38,15 @@ func newItem(m jetstream.Msg) *item {
 }
 
 // process settles a fetched batch: the messages delivered for the first time together, then each
-// message delivered again alone, under an isolation marker. Every message is kept in progress from
-// fetch until it is settled.
-func (w *Worker) process(ctx context.Context, msgs []jetstream.Msg) {
+// suspect (delivered again, or left in flight by a validator that died) alone, under an isolation
+// marker. Every message is kept in progress from fetch until it is settled.
+func (w *Worker) process(ctx context.Context, loop int, msgs []jetstream.Msg) {
 	items := make([]*item, len(msgs))
 	var fresh, again []*item
 	for i, m := range msgs {
 		items[i] = newItem(m)
-		if items[i].meta.NumDelivered >= uint64(w.cfg.IsolateAfter) {
+		if w.suspect(items[i]) {
+			items[i].mayExist = true
 			again = append(again, items[i])
 		} else {
 			fresh = append(fresh, items[i])
@@ -55,15 +56,27 @@ func (w *Worker) process(ctx context.Context, msgs []jetstream.Msg) {
 	defer stop()
 	settled := true
 	if len(fresh) > 0 {
-		settled = w.settle(ctx, fresh, func(ctx context.Context, it *item) decision { return w.decide(ctx, it.msg) })
+		marked := false
+		settled = w.settle(ctx, fresh, func(ctx context.Context, it *item) decision {
+			if !marked { // written before the first record of the batch is validated
+				if err := w.markBatch(ctx, loop, fresh); err != nil {
+					return decision{wait: markerError{err}}
+				}
+				marked = true
+			}
+			return w.decide(ctx, it.msg)
+		})
 	}
 	for _, it := range again {
 		if !settled && ctx.Err() != nil {
 			return // shutting down while outputs fail: the rest is redelivered
 		}
 		settled = w.settle(ctx, []*item{it}, w.decideAlone)
-		if it.crashed && settled {
-			w.forgetAttempts(it)
+		if settled {
+			w.cleared(it)
+			if it.crashed {
+				w.forgetAttempts(it)
+			}
 		}
 	}
 }

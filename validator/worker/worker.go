@@ -21,6 +21,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/natsx"
@@ -101,6 +102,10 @@ type Worker struct {
 	backlog  backlog
 	outs     outputs // the valid and rejected streams' dedup windows and recent ids
 	rawEpoch int64   // the raw stream's creation time, so markers of a recreated stream differ
+	instance string  // this worker's id in its in-flight keys
+	// suspects are raw sequences an earlier validator was validating when it stopped uncleanly.
+	suspectsMu sync.Mutex
+	suspects   map[uint64]struct{}
 }
 
 // Metrics is told how the worker settles messages and how its outputs fare. An *obs.Validator;
@@ -123,7 +128,7 @@ func (w *Worker) UseMetrics(m Metrics) { w.metrics = m }
 // New creates (or joins) the durable validator consumer on the raw stream.
 func New(ctx context.Context, js jetstream.JetStream, reg schema.Source, cfg Config, log *slog.Logger) (*Worker, error) {
 	cfg = cfg.withDefaults()
-	w := &Worker{js: js, schemas: reg, cfg: cfg, log: log}
+	w := &Worker{js: js, schemas: reg, cfg: cfg, log: log, instance: nuid.Next()}
 	for i := 0; i < cfg.Loops; i++ {
 		cons, err := js.CreateOrUpdateConsumer(ctx, event.StreamRaw, jetstream.ConsumerConfig{
 			Durable:       event.ConsumerValidator,
@@ -149,6 +154,9 @@ func New(ctx context.Context, js jetstream.JetStream, reg schema.Source, cfg Con
 	if err := w.outs.open(ctx, js); err != nil {
 		return nil, err
 	}
+	if err := w.loadSuspects(ctx); err != nil {
+		return nil, err
+	}
 	w.valid = natsx.NewGroupCommit(js.Conn(), js, event.StreamValid, natsx.DefaultGroupConfig())
 	w.rejected = natsx.NewGroupCommit(js.Conn(), js, event.StreamRejected, natsx.DefaultGroupConfig())
 	return w, nil
@@ -160,18 +168,19 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer w.valid.Close()
 	defer w.rejected.Close()
 	var wg sync.WaitGroup
-	for _, cons := range w.cons {
+	for i, cons := range w.cons {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w.loop(ctx, cons)
+			w.loop(ctx, i, cons)
 		}()
 	}
 	wg.Wait()
+	w.unmarkBatches()
 	return nil
 }
 
-func (w *Worker) loop(ctx context.Context, cons jetstream.Consumer) {
+func (w *Worker) loop(ctx context.Context, id int, cons jetstream.Consumer) {
 	for ctx.Err() == nil {
 		msgs, err := w.fetch(cons)
 		if err != nil {
@@ -180,7 +189,7 @@ func (w *Worker) loop(ctx context.Context, cons jetstream.Consumer) {
 			continue
 		}
 		if len(msgs) > 0 {
-			w.process(ctx, msgs)
+			w.process(ctx, id, msgs)
 		}
 	}
 }

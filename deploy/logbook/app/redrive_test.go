@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
 )
 
@@ -100,4 +102,34 @@ func TestRedriveAfterFixingTheSchemaStoresEachEventOnce(t *testing.T) {
 	assert.Equal(t, "invalid_request", bad.body["code"])
 	unauth := a.client(t, "")
 	assert.Equal(t, 401, unauth.do("POST", "/admin/rejected/redrive", []byte(`{}`)).status, "behind the API key")
+}
+
+// LOGBOOK_VALIDATORS runs several validator loops on the shared consumer; with a short ack wait,
+// every event is validated and stored once.
+func TestTwoValidatorLoopsStoreEachEventOnce(t *testing.T) {
+	cfg := ConfigFromEnv(config.FromMap(map[string]string{
+		"LOGBOOK_DATA_DIR": t.TempDir(), "LOGBOOK_ADDR": "127.0.0.1:0", "LOGBOOK_API_KEY": testKey,
+		"LOGBOOK_BATCH_WAIT": "50ms", "LOGBOOK_VALIDATORS": "2", "LOGBOOK_VALIDATOR_ACK_WAIT": "1s",
+	}))
+	require.Equal(t, 2, cfg.Valid.Loops)
+	a, err := Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, a.Close()) })
+	c := a.client(t, testKey)
+	const org, n = "org_loops", 200
+	for i := 0; i < n; i++ {
+		c.emit(org, time.Now(), i)
+	}
+	c.waitFor(org, n)
+	js, err := jetstream.New(a.nc)
+	require.NoError(t, err)
+	s, err := js.Stream(context.Background(), event.StreamValid)
+	require.NoError(t, err)
+	info, err := s.Info(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, uint64(n), info.State.Msgs, "one valid copy per event")
+	total, distinct, err := a.Store().Count(context.Background(), org)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(n), total)
+	assert.Equal(t, uint64(n), distinct)
 }

@@ -50,7 +50,7 @@ sdk: $(SDK_NODE_DIR)/.installed
 $(SDK_NODE_DIR)/.installed:
 	LOGBOOK_SDK_NODE_DIR=$(SDK_NODE_DIR) bash deploy/scripts/fetch-sdks.sh
 
-## build: the single-process binary, the four service binaries and the keys command, into ./bin
+## build: the single-process binary, the four service binaries and the keys and redrive commands, into ./bin
 build:
 	CGO_ENABLED=0 go build -o bin/logbook ./deploy/logbook
 	CGO_ENABLED=0 go build -tags nochdb -o bin/ingest ./ingest/cmd/ingest
@@ -58,6 +58,7 @@ build:
 	CGO_ENABLED=0 go build -tags nochdb -o bin/writer ./writer/cmd/writer
 	CGO_ENABLED=0 go build -tags nochdb -o bin/queryapi ./queryapi/cmd/queryapi
 	CGO_ENABLED=0 go build -tags nochdb -o bin/keys ./queryapi/cmd/keys
+	CGO_ENABLED=0 go build -tags nochdb -o bin/redrive ./validator/cmd/redrive
 
 vet:
 	go vet $(GO_PKGS)

@@ -3,13 +3,14 @@ package event
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strconv"
 	"strings"
 )
 
 // Stream and subject names. The third token of every subject is the organization id
-// (logbook.<stage>.<org>, and logbook.raw.<org>.k.<key digest> for an event sent with an
-// Idempotency-Key), so consumers and operators can filter one organization's traffic; the id is
-// restricted by OrgIDPattern.
+// (logbook.<stage>.<org>, logbook.raw.<org>.k.<key digest> for an event sent with an
+// Idempotency-Key, and logbook.raw.<org>.r.<rejected seq> for a redriven event), so consumers and
+// operators can filter one organization's traffic; the id is restricted by OrgIDPattern.
 const (
 	// StreamRaw holds events as the gateway accepted them, before schema validation.
 	StreamRaw = "LOGBOOK_RAW"
@@ -38,6 +39,12 @@ const (
 	// BucketSecrets is the key-value bucket holding secrets Logbook generates for itself (the key
 	// that signs export download links).
 	BucketSecrets = "logbook_secrets"
+	// BucketValidatorAttempts is the key-value bucket where a validator marks a raw message it
+	// validates alone after repeated deliveries, so a record the process keeps dying on is known.
+	BucketValidatorAttempts = "logbook_validator_attempts"
+	// BucketRedrives is the key-value bucket remembering, per event, which rejected message was put
+	// back through validation, so a redrive happens once.
+	BucketRedrives = "logbook_redrives"
 	// ObjectsExports is the object store holding finished export files (CSV).
 	ObjectsExports = "logbook_exports"
 
@@ -70,6 +77,13 @@ func OrgFromSubject(subject string) string {
 		return ""
 	}
 	return parts[2]
+}
+
+// RawRedriveSubject is the raw subject of a rejected event put back through validation: one subject
+// per rejected-stream message (seq), so JetStream itself refuses a second redrive of it while the raw
+// stream holds the first (published with Nats-Expected-Last-Subject-Sequence: 0).
+func RawRedriveSubject(org string, seq uint64) string {
+	return subjectRaw + org + ".r." + strconv.FormatUint(seq, 10)
 }
 
 // ValidSubject is the subject an organization's validated events are published on.

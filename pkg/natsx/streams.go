@@ -195,11 +195,14 @@ const (
 	IdempotencyTTL = 24 * time.Hour
 	// ExportTTL is how long an export job and its file are kept.
 	ExportTTL = 7 * 24 * time.Hour
+	// ValidatorAttemptsTTL bounds how long a validator's isolation marker outlives a message settled
+	// elsewhere (markers are normally deleted as soon as the record is decided).
+	ValidatorAttemptsTTL = 7 * 24 * time.Hour
 )
 
 // EnsureBuckets creates the key-value buckets and the object store Logbook uses, file-backed:
-// schemas, API keys, retention settings and secrets (kept until deleted), and export jobs and
-// files (ExportTTL).
+// schemas, API keys, retention settings, secrets and redrive markers (kept until deleted),
+// validator isolation markers (ValidatorAttemptsTTL), and export jobs and files (ExportTTL).
 func EnsureBuckets(ctx context.Context, js jetstream.JetStream, replicas int) error {
 	for _, c := range []jetstream.KeyValueConfig{
 		{Bucket: event.BucketSchemas},
@@ -207,6 +210,8 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, replicas int) er
 		{Bucket: event.BucketRetention},
 		{Bucket: event.BucketSecrets},
 		{Bucket: event.BucketExports, TTL: ExportTTL},
+		{Bucket: event.BucketValidatorAttempts, TTL: ValidatorAttemptsTTL},
+		{Bucket: event.BucketRedrives},
 	} {
 		c.Storage, c.Replicas, c.History = jetstream.FileStorage, replicas, 1
 		if _, err := js.CreateOrUpdateKeyValue(ctx, c); err != nil {

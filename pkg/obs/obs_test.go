@@ -254,3 +254,67 @@ func TestStreamFillIsReported(t *testing.T) {
 	}
 	require.ErrorContains(t, check(ctx), "stream LOGBOOK_REJECTED holds")
 }
+
+// A check added with AddDegraded reports "degraded" without making the process unready; an
+// ordinary failing check still wins.
+func TestDegradedValidatorOutputKeepsReadiness(t *testing.T) {
+	h := obs.NewHealth(quiet)
+	failing := errors.New("valid stream refusing for 2m")
+	var degraded error
+	h.AddDegraded("validator_output", func(context.Context) error { return degraded })
+	h.Add("nats", func(context.Context) error { return nil })
+	serve := func() (int, map[string]any) {
+		rec := httptest.NewRecorder()
+		h.ServeReady(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		var got map[string]any
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &got))
+		return rec.Code, got
+	}
+	code, got := serve()
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "ok", got["status"])
+
+	degraded = failing
+	code, got = serve()
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "degraded", got["status"])
+	assert.Equal(t, map[string]any{"validator_output": "degraded", "nats": "ok"}, got["checks"])
+
+	h.Add("clickhouse", func(context.Context) error { return failing })
+	code, got = serve()
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Equal(t, "unavailable", got["status"])
+}
+
+func TestValidatorBacklogMetrics(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	v := obs.NewValidator(reg)
+	v.Settled(3, 1, 2)
+	v.OutputFailed("valid")
+	v.OutputFailed("valid")
+	v.OutputFailed("schemas")
+	v.Waiting(7, time.Now().Add(-90*time.Second))
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP validator_retrying_messages Raw messages the validator holds (in progress) because an output fails; they are retried until it recovers.
+# TYPE validator_retrying_messages gauge
+validator_retrying_messages 7
+# HELP validator_output_errors_total Failed attempts of the validator on an output (valid, rejected: stream publishes; schemas: lookups; attempts: isolation markers; lookup: earlier copies). Each is retried; none rejects an event.
+# TYPE validator_output_errors_total counter
+validator_output_errors_total{output="schemas"} 1
+validator_output_errors_total{output="valid"} 2
+`), "validator_retrying_messages", "validator_output_errors_total"))
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "validator_retry_oldest_seconds":
+			assert.InDelta(t, 90, mf.GetMetric()[0].GetGauge().GetValue(), 5)
+		case "validator_output_last_error_timestamp_seconds":
+			assert.InDelta(t, float64(time.Now().Unix()), mf.GetMetric()[0].GetGauge().GetValue(), 5)
+		}
+	}
+	v.Waiting(0, time.Time{})
+	n, err := testutil.GatherAndCount(reg, "validator_retry_oldest_seconds")
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+}

@@ -1,27 +1,31 @@
 // Package worker is the validator: it reads the raw stream through a durable consumer that all
-// replicas share, applies each event's schema, and republishes the event unchanged to the valid
-// stream or, with the reason, to the rejected stream. A raw message is acknowledged only after its
-// republish was acknowledged, and republishing uses the event's identity as message id, so a crash
-// anywhere in between yields neither a loss nor a duplicate.
+// replicas (and all loops of a process) share, applies each event's schema, and republishes the
+// event unchanged to the valid stream or, with the reason, to the rejected stream.
+//
+// Only the input decides a dead letter: a record that cannot be decoded, breaks the rules or its
+// schema, or crashes the validator. A failure on the output side (the valid or rejected stream
+// refusing or not answering, schemas unreachable) is retried in process, with backoff, for as long
+// as it lasts, while every message in hand is kept in progress so JetStream neither redelivers it
+// nor counts a delivery. A raw message is acknowledged only after its republish was acknowledged;
+// a crash in between is absorbed by the output streams' message-id dedup, and a republish that may
+// fall outside their duplicate window first looks for the earlier copy (see republish.go).
 package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/logbookhq/logbook/pkg/event"
-	"github.com/logbookhq/logbook/pkg/failpoint"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/schema"
-	"github.com/logbookhq/logbook/pkg/validate"
 )
 
 // Config tunes the validator.
@@ -30,62 +34,132 @@ type Config struct {
 	BatchSize int
 	// FetchWait is how long a fetch waits for the first message. Default 1 s.
 	FetchWait time.Duration
-	// AckWait is how long JetStream waits for an ack before redelivering. Default 30 s.
+	// AckWait is how long JetStream waits for an ack or a progress report before redelivering.
+	// Messages in hand are reported in progress every AckWait/3, so it only expires when the
+	// process is gone. Default 30 s.
 	AckWait time.Duration
-	// MaxDeliveries bounds how often a raw message is delivered without being settled (a schema
-	// lookup failing, or a validator crashing on it); past it the message goes to the rejected
-	// stream with the reason, so a poison message never blocks the rest. Default 20.
-	MaxDeliveries int
+	// Loops is how many fetch-validate-publish loops the process runs on the shared consumer
+	// (LOGBOOK_VALIDATORS). Default 1.
+	Loops int
+	// IsolateAfter is the delivery count from which a raw message is validated alone, under a
+	// durable marker (bucket logbook_validator_attempts): a message delivered again means the
+	// process holding it died (or stopped) before settling it, perhaps because of that very record.
+	// Default 2.
+	IsolateAfter int
+	// CrashLimit is how many times the process may die while validating one record alone before
+	// the record is dead-lettered as "validator crashed on it". Default 3.
+	CrashLimit int
+	// RetryBackoff and MaxRetryBackoff bound the wait between attempts while an output fails: it
+	// starts at RetryBackoff and doubles up to MaxRetryBackoff. Defaults 100 ms and 5 s.
+	RetryBackoff, MaxRetryBackoff time.Duration
+	// DegradedAfter is how long outputs may fail (the oldest message waiting) before OutputCheck
+	// reports it. Default 1 minute.
+	DegradedAfter time.Duration
 }
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
-	return Config{BatchSize: 500, FetchWait: time.Second, AckWait: 30 * time.Second, MaxDeliveries: 20}
+	return Config{BatchSize: 500, FetchWait: time.Second, AckWait: 30 * time.Second, Loops: 1,
+		IsolateAfter: 2, CrashLimit: 3, RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 5 * time.Second,
+		DegradedAfter: time.Minute}
 }
 
-// schemas finds an action's schema: a *schema.Registry, whose organization-specific schemas
-// schema.Resolve consults first.
-type schemas = schema.Source
+// withDefaults fills the zero fields of c from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	for _, f := range []struct {
+		v   *int
+		def int
+	}{{&c.BatchSize, d.BatchSize}, {&c.Loops, d.Loops}, {&c.IsolateAfter, d.IsolateAfter}, {&c.CrashLimit, d.CrashLimit}} {
+		if *f.v <= 0 {
+			*f.v = f.def
+		}
+	}
+	for _, f := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&c.FetchWait, d.FetchWait}, {&c.AckWait, d.AckWait}, {&c.RetryBackoff, d.RetryBackoff},
+		{&c.MaxRetryBackoff, d.MaxRetryBackoff}, {&c.DegradedAfter, d.DegradedAfter}} {
+		if *f.v <= 0 {
+			*f.v = f.def
+		}
+	}
+	return c
+}
 
-// Worker validates raw events. Run it in as many replicas as needed.
+// Worker validates raw events. Run it in as many replicas as needed; Config.Loops runs several
+// loops in one process, sharing the group committers.
 type Worker struct {
-	cons     jetstream.Consumer
+	js       jetstream.JetStream
+	cons     []jetstream.Consumer // one handle per loop
 	valid    *natsx.GroupCommit
 	rejected *natsx.GroupCommit
-	schemas  schemas
+	attempts jetstream.KeyValue
+	schemas  schema.Source
 	cfg      Config
 	log      *slog.Logger
 	metrics  Metrics
+	backlog  backlog
+	outs     outputs // the valid and rejected streams' dedup windows and recent ids
+	rawEpoch int64   // the raw stream's creation time, so markers of a recreated stream differ
+	instance string  // this worker's id in its in-flight keys
+	// suspects are raw sequences an earlier validator was validating when it stopped uncleanly.
+	suspectsMu sync.Mutex
+	suspects   map[uint64]struct{}
 }
 
-// Metrics is told how each batch was settled: stored as valid, stored as rejected, or left for
-// redelivery. An *obs.Validator; nil records nothing.
+// Metrics is told how the worker settles messages and how its outputs fare. An *obs.Validator;
+// nil records nothing. One Worker per Metrics (Waiting reports the worker's whole backlog).
 type Metrics interface {
+	// Settled counts messages stored as valid, stored as rejected, and attempts that failed and
+	// are being retried.
 	Settled(valid, rejected, retry int)
+	// OutputFailed counts one failed attempt on output ("valid", "rejected", "schemas",
+	// "attempts", "lookup").
+	OutputFailed(output string)
+	// Waiting reports the messages held back by failing outputs, and since when the oldest of
+	// them waits (zero when none).
+	Waiting(retrying int, oldest time.Time)
 }
 
 // UseMetrics makes the worker report to m. Call it before Run.
 func (w *Worker) UseMetrics(m Metrics) { w.metrics = m }
 
 // New creates (or joins) the durable validator consumer on the raw stream.
-func New(ctx context.Context, js jetstream.JetStream, reg schemas, cfg Config, log *slog.Logger) (*Worker, error) {
-	cons, err := js.CreateOrUpdateConsumer(ctx, event.StreamRaw, jetstream.ConsumerConfig{
-		Durable:       event.ConsumerValidator,
-		Description:   "Logbook validator replicas",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		MaxAckPending: 20 * cfg.BatchSize,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("failed to create consumer %s: %w", event.ConsumerValidator, err)
+func New(ctx context.Context, js jetstream.JetStream, reg schema.Source, cfg Config, log *slog.Logger) (*Worker, error) {
+	cfg = cfg.withDefaults()
+	w := &Worker{js: js, schemas: reg, cfg: cfg, log: log, instance: nuid.Next()}
+	for i := 0; i < cfg.Loops; i++ {
+		cons, err := js.CreateOrUpdateConsumer(ctx, event.StreamRaw, jetstream.ConsumerConfig{
+			Durable:       event.ConsumerValidator,
+			Description:   "Logbook validator replicas",
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       cfg.AckWait,
+			MaxAckPending: 20 * cfg.BatchSize,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("failed to create consumer %s: %w", event.ConsumerValidator, err)
+		}
+		w.cons = append(w.cons, cons)
 	}
-	return &Worker{
-		cons:     cons,
-		valid:    natsx.NewGroupCommit(js.Conn(), js, event.StreamValid, natsx.DefaultGroupConfig()),
-		rejected: natsx.NewGroupCommit(js.Conn(), js, event.StreamRejected, natsx.DefaultGroupConfig()),
-		schemas:  reg, cfg: cfg, log: log,
-	}, nil
+	raw, err := js.Stream(ctx, event.StreamRaw)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open stream %s: %w", event.StreamRaw, err)
+	}
+	w.rawEpoch = raw.CachedInfo().Created.UnixNano()
+	if w.attempts, err = js.KeyValue(ctx, event.BucketValidatorAttempts); err != nil {
+		return nil, fmt.Errorf("failed to open bucket %s: %w", event.BucketValidatorAttempts, err)
+	}
+	if err := w.outs.open(ctx, js); err != nil {
+		return nil, err
+	}
+	if err := w.loadSuspects(ctx); err != nil {
+		return nil, err
+	}
+	w.valid = natsx.NewGroupCommit(js.Conn(), js, event.StreamValid, natsx.DefaultGroupConfig())
+	w.rejected = natsx.NewGroupCommit(js.Conn(), js, event.StreamRejected, natsx.DefaultGroupConfig())
+	return w, nil
 }
 
 // Check reports a stalled republish (natsx.GroupCommit.Check of the valid and rejected
@@ -94,28 +168,42 @@ func (w *Worker) Check(ctx context.Context) error {
 	return errors.Join(w.valid.Check(ctx), w.rejected.Check(ctx))
 }
 
-// Run validates until ctx is done. The batch in hand when ctx ends is finished first.
+// Run validates until ctx is done. Each loop finishes the batch in hand first, unless its outputs
+// fail: then it stops retrying and leaves the unsettled messages to be redelivered.
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.valid.Close()
 	defer w.rejected.Close()
+	var wg sync.WaitGroup
+	for i, cons := range w.cons {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.loop(ctx, i, cons)
+		}()
+	}
+	wg.Wait()
+	w.unmarkBatches()
+	return nil
+}
+
+func (w *Worker) loop(ctx context.Context, id int, cons jetstream.Consumer) {
 	for ctx.Err() == nil {
-		msgs, err := w.fetch()
+		msgs, err := w.fetch(cons)
 		if err != nil {
 			w.log.Warn("fetch failed", "consumer", event.ConsumerValidator, "err", err)
 			sleep(ctx, time.Second)
 			continue
 		}
 		if len(msgs) > 0 {
-			w.process(context.WithoutCancel(ctx), msgs)
+			w.process(ctx, id, msgs)
 		}
 	}
-	return nil
 }
 
 // fetch waits up to FetchWait for one message, then takes whatever else is already waiting, up to
 // BatchSize: low latency when idle, large batches under load.
-func (w *Worker) fetch() ([]jetstream.Msg, error) {
-	first, err := w.cons.Fetch(1, jetstream.FetchMaxWait(w.cfg.FetchWait))
+func (w *Worker) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
+	first, err := cons.Fetch(1, jetstream.FetchMaxWait(w.cfg.FetchWait))
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +211,7 @@ func (w *Worker) fetch() ([]jetstream.Msg, error) {
 	if err != nil || len(msgs) == 0 || w.cfg.BatchSize == 1 {
 		return msgs, err
 	}
-	rest, err := w.cons.FetchNoWait(w.cfg.BatchSize - 1)
+	rest, err := cons.FetchNoWait(w.cfg.BatchSize - 1)
 	if err != nil {
 		return msgs, nil // the first message is processed now; the rest come next round
 	}
@@ -140,140 +228,6 @@ func drain(b jetstream.MessageBatch) ([]jetstream.Msg, error) {
 		return nil, err
 	}
 	return msgs, nil
-}
-
-// process republishes a batch through the group committers (one atomic batch per target stream
-// where possible), then acks the raw messages whose republish was stored and naks the others for
-// redelivery.
-func (w *Worker) process(ctx context.Context, msgs []jetstream.Msg) {
-	type route struct {
-		out  []*nats.Msg
-		from []jetstream.Msg
-	}
-	var valid, rejected route
-	for _, m := range msgs {
-		out, ok := w.decide(ctx, m)
-		switch {
-		case out == nil:
-			_ = m.NakWithDelay(time.Second)
-		case ok:
-			valid.out, valid.from = append(valid.out, out), append(valid.from, m)
-		default:
-			rejected.out, rejected.from = append(rejected.out, out), append(rejected.from, m)
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	var rejErrs []error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if len(rejected.out) > 0 {
-			rejErrs = w.rejected.PublishAll(ctx, rejected.out)
-		}
-	}()
-	var validErrs []error
-	if len(valid.out) > 0 {
-		validErrs = w.valid.PublishAll(ctx, valid.out)
-	}
-	<-done
-	failpoint.Inject("validator-after-publish") // republished, raw messages not yet acked
-	settle := func(r route, errs []error) (stored int) {
-		for i, m := range r.from {
-			if errs[i] != nil {
-				w.log.Warn("republish failed; will retry", "subject", r.out[i].Subject, "err", errs[i])
-				_ = m.NakWithDelay(time.Second)
-				continue
-			}
-			stored++
-			if err := m.Ack(); err != nil {
-				w.log.Warn("ack failed (the message will be redelivered and deduplicated)", "err", err)
-			}
-		}
-		return stored
-	}
-	nValid, nRejected := settle(valid, validErrs), settle(rejected, rejErrs)
-	if w.metrics != nil {
-		w.metrics.Settled(nValid, nRejected, len(msgs)-nValid-nRejected)
-	}
-}
-
-// decide builds the message to publish for m: the same payload to the valid stream (valid true),
-// or to the rejected stream with the reason. It returns nil when the decision must wait (schemas
-// unavailable).
-func (w *Worker) decide(ctx context.Context, m jetstream.Msg) (out *nats.Msg, valid bool) {
-	rec, err := validate.ParseRecord(m.Data()) // decoded and structurally checked in one pass
-	org, id, known := identity(m, rec)
-	if meta, merr := m.Metadata(); merr == nil && w.cfg.MaxDeliveries > 0 && meta.NumDelivered > uint64(w.cfg.MaxDeliveries) {
-		return rejected(org, id, m.Data(), fmt.Sprintf("delivered %d times without being settled; giving up", meta.NumDelivered)), false
-	}
-	if errors.Is(err, validate.ErrMalformed) || (err != nil && !known) {
-		return rejected(org, id, m.Data(), "undecodable record: "+err.Error()), false
-	}
-	if err != nil {
-		return rejected(org, id, m.Data(), err.Error()), false
-	}
-	// The version the gateway accepted the event under, when the record names one (see
-	// schema.ResolveRecord): a schema registered since does not turn an answered event away.
-	compiled, err := schema.ResolveRecord(ctx, w.schemas, rec)
-	switch {
-	case errors.Is(err, schema.ErrUnknownVersion):
-		return rejected(rec.OrganizationID, rec.MsgID(), m.Data(), err.Error()), false
-	case err != nil:
-		w.log.Warn("schema lookup failed; will retry", "event_id", rec.ID, "err", err)
-		return nil, false
-	case compiled != nil:
-		if errs := compiled.Validate(&rec.Event); errs != nil {
-			reason, _ := json.Marshal(errs)
-			return rejected(rec.OrganizationID, rec.MsgID(), m.Data(), "schema violation: "+string(reason)), false
-		}
-	}
-	out = nats.NewMsg(event.ValidSubject(rec.OrganizationID))
-	out.Data = m.Data()
-	out.Header.Set(jetstream.MsgIDHeader, rec.MsgID())
-	out.Header.Set(jetstream.ExpectedStreamHeader, event.StreamValid)
-	return out, true
-}
-
-// identity names m for the rejected stream's dedup: the record's own identity when it has one
-// (known), else the raw stream sequence, so a redelivery is never rejected twice.
-func identity(m jetstream.Msg, rec *event.Record) (org, msgID string, known bool) {
-	if rec == nil {
-		var head struct {
-			ID  string `json:"id"`
-			Org string `json:"organization_id"`
-		}
-		if json.Unmarshal(m.Data(), &head) == nil && head.ID != "" && event.ValidOrgID(head.Org) {
-			rec = &event.Record{ID: head.ID, OrganizationID: head.Org}
-		}
-	}
-	if rec != nil {
-		return rec.OrganizationID, rec.MsgID(), true
-	}
-	if meta, err := m.Metadata(); err == nil {
-		msgID = fmt.Sprintf("raw-seq:%d", meta.Sequence.Stream)
-	}
-	return event.OrgFromSubject(m.Subject()), msgID, false
-}
-
-// MaxReasonLen caps the reject-reason header.
-const MaxReasonLen = 2048
-
-func rejected(org, msgID string, data []byte, reason string) *nats.Msg {
-	if !event.ValidOrgID(org) {
-		org = "_invalid"
-	}
-	if len(reason) > MaxReasonLen {
-		reason = reason[:MaxReasonLen]
-	}
-	out := nats.NewMsg(event.RejectedSubject(org))
-	out.Data = data
-	out.Header.Set(event.HeaderRejectReason, strings.ReplaceAll(reason, "\n", " "))
-	out.Header.Set(jetstream.ExpectedStreamHeader, event.StreamRejected)
-	if msgID != "" {
-		out.Header.Set(jetstream.MsgIDHeader, msgID)
-	}
-	return out
 }
 
 func sleep(ctx context.Context, d time.Duration) {

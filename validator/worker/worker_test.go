@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -36,10 +37,16 @@ const definition = `{"actor":{"metadata":{"type":"object","properties":{"role":{
   "targets":[{"type":"team","metadata":{"type":"object","properties":{"plan":{"type":"string"}}}}],
   "metadata":{"type":"object","properties":{"attempts":{"type":"number"}}}}`
 
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quietLog() *slog.Logger {
+	if os.Getenv("TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
 
 func testConfig() worker.Config {
-	return worker.Config{BatchSize: 50, FetchWait: 100 * time.Millisecond, AckWait: 30 * time.Second}
+	return worker.Config{BatchSize: 50, FetchWait: 100 * time.Millisecond, AckWait: 30 * time.Second,
+		RetryBackoff: 20 * time.Millisecond, MaxRetryBackoff: 500 * time.Millisecond}
 }
 
 func newID(t testing.TB) string {
@@ -497,8 +504,8 @@ func TestRedeliveryOfAlreadyRepublishedEventWithNewOnes(t *testing.T) {
 	assert.Zero(t, streamCount(t, e.js, event.StreamRejected))
 }
 
-// When the valid stream cannot take an event, the raw message is kept for redelivery: it is not
-// acknowledged, not rejected and not lost.
+// When the valid stream cannot take an event, the raw message is held, in progress: not
+// acknowledged, not redelivered, not rejected and not lost.
 func TestFullValidStreamHoldsEventsBack(t *testing.T) {
 	limits := natsx.DefaultStreamLimits()
 	limits.MaxBytes = 1 << 20
@@ -506,51 +513,38 @@ func TestFullValidStreamHoldsEventsBack(t *testing.T) {
 	reg, err := schema.NewRegistry(context.Background(), js, quietLog())
 	require.NoError(t, err)
 	t.Cleanup(reg.Close)
-
-	// Fill the valid stream to the last few bytes.
-	for _, size := range []int{64 << 10, 4 << 10, 256, 16} {
-		for i := 0; ; i++ {
-			require.Less(t, i, 1000, "the valid stream never filled up")
-			if _, err := js.Publish(context.Background(), event.ValidSubject("org_filler"), make([]byte, size)); err != nil {
-				break
-			}
-		}
-	}
+	fillValid(t, js)
 	rec := newRecord(t, "org_full")
 	publishRecord(t, js, rec)
-	startWorker(t, js, reg, testConfig())
+	cfg := testConfig()
+	cfg.AckWait = time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w, err := worker.New(ctx, js, reg, cfg, quietLog())
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
 
+	require.Eventually(t, func() bool { n, _ := w.Backlog(); return n == 1 }, waitFor, tick, "the event waits in the backlog")
+	time.Sleep(3 * cfg.AckWait)
 	cons, err := js.Consumer(context.Background(), event.StreamRaw, event.ConsumerValidator)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		info, err := cons.Info(context.Background())
-		return err == nil && info.NumRedelivered > 0
-	}, waitFor, tick, "the event is offered again")
 	info, err := cons.Info(context.Background())
 	require.NoError(t, err)
 	assert.Zero(t, info.AckFloor.Stream, "the raw message is not acknowledged")
+	assert.Equal(t, 1, info.NumAckPending, "it is held")
+	assert.Zero(t, info.NumRedelivered, "kept in progress: never redelivered")
+	n, oldest := w.Backlog()
+	assert.Equal(t, 1, n)
+	assert.Greater(t, time.Since(oldest), 2*cfg.AckWait)
 	assert.Nil(t, findByMsgID(t, js, event.StreamValid, rec.MsgID()))
 	assert.Zero(t, streamCount(t, js, event.StreamRejected), "a full stream is not a reason to reject")
-}
 
-// A message that can never be settled (here: schemas never reachable) goes to the rejected stream
-// with the reason after MaxDeliveries deliveries, and the events behind it still flow.
-func TestPoisonMessageIsRejectedAfterBoundedDeliveries(t *testing.T) {
-	e := newEnv(t)
-	reg := &flakyRegistry{Registry: e.reg}
-	reg.failures.Store(1 << 30)
-	cfg := testConfig()
-	cfg.MaxDeliveries = 2
-	startWorker(t, e.js, reg, cfg)
-
-	rec := newRecord(t, "org_poison")
-	publishRecord(t, e.js, rec)
-	var rej *jetstream.RawStreamMsg
-	require.Eventually(t, func() bool {
-		rej = findByMsgID(t, e.js, event.StreamRejected, rec.MsgID())
-		return rej != nil
-	}, waitFor, tick)
-	assert.Contains(t, rej.Header.Get(event.HeaderRejectReason), "delivered 3 times without being settled")
-	assert.Zero(t, streamCount(t, e.js, event.StreamValid))
-	requireDrained(t, e.js)
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "Run returns on cancel even while an output fails")
+	case <-time.After(waitFor):
+		t.Fatal("worker.Run did not return after cancel while its output failed")
+	}
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/logbookhq/logbook/queryapi/organizations"
 	"github.com/logbookhq/logbook/queryapi/portal"
 	"github.com/logbookhq/logbook/queryapi/search"
+	"github.com/logbookhq/logbook/validator/redrive"
 	"github.com/logbookhq/logbook/validator/worker"
 	"github.com/logbookhq/logbook/writer/batcher"
 	"github.com/logbookhq/logbook/writer/reconcile"
@@ -80,6 +81,7 @@ func ConfigFromEnv(env *config.Env) Config {
 	wc.MaxRows = int(env.Int("LOGBOOK_BATCH_ROWS", int64(wc.MaxRows), 1, 1_000_000))
 	wc.MaxWait = env.Duration("LOGBOOK_BATCH_WAIT", wc.MaxWait)
 	vc.AckWait = env.Duration("LOGBOOK_VALIDATOR_ACK_WAIT", vc.AckWait)
+	vc.Loops = int(env.Int("LOGBOOK_VALIDATORS", int64(vc.Loops), 1, 64))
 	wc.AckWait = env.Duration("LOGBOOK_WRITER_ACK_WAIT", wc.AckWait)
 	ec := export.DefaultConfig()
 	ec.PublicURL = env.BaseURL("LOGBOOK_PUBLIC_URL", "")
@@ -184,6 +186,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 		return nil, err
 	}
 	val.UseMetrics(a.obs.validator)
+	a.obs.health.AddDegraded("validator_output", val.OutputCheck())
 	wr, err := batcher.New(ctx, js, retention.Stamper{Store: a.obs.writerStore, Policies: a.ret}, cfg.Writer, log.With("service", "writer"))
 	if err != nil {
 		return nil, err
@@ -236,6 +239,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	keyAdmin := apikeys.New(keyStore, audit)
 	keyAdmin.UseLocal(a.keys)
 	apikeys.NewAPI(keyAdmin, log.With("service", "queryapi")).Register(g)
+	rd, err := redrive.New(ctx, js, log.With("service", "validator"))
+	if err != nil {
+		return nil, err
+	}
+	rd.UseAudit(audit)
+	rd.Register(g)
 	exp.RegisterDownload(e)
 	links, err := portal.LoadLinks(ctx, js)
 	if err != nil {

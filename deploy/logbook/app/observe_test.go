@@ -36,7 +36,7 @@ func TestOperatorEndpointsOnTheMainAddress(t *testing.T) {
 	assert.Equal(t, http.StatusOK, code)
 	code, body = plainGet(t, base+"/readyz")
 	assert.Equal(t, http.StatusOK, code)
-	assert.JSONEq(t, `{"status":"ok","checks":{"nats":"ok","clickhouse":"ok","publish":"ok","backlog":"ok","streams":"ok"}}`, body)
+	assert.JSONEq(t, `{"status":"ok","checks":{"nats":"ok","clickhouse":"ok","publish":"ok","backlog":"ok","streams":"ok","validator_output":"ok"}}`, body)
 
 	c := a.client(t, testKey)
 	const org = "org_metrics_7f3a"

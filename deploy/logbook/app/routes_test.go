@@ -33,6 +33,7 @@ var routeScopes = map[string]string{
 	"POST /admin/keys":                                            string(apikey.ScopeAdmin),
 	"DELETE /admin/keys/:name":                                    string(apikey.ScopeAdmin),
 	"GET /admin/reconcile":                                        string(apikey.ScopeAdmin),
+	"POST /admin/rejected/redrive":                                string(apikey.ScopeAdmin),
 
 	"GET /healthz":                          "public",
 	"GET /readyz":                           "public",

@@ -38,6 +38,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	cfg := worker.DefaultConfig()
 	cfg.AckWait = env.Duration("LOGBOOK_VALIDATOR_ACK_WAIT", cfg.AckWait)
 	backlogAfter := env.Duration("LOGBOOK_BACKLOG_DEGRADED_AFTER", obs.DefaultBacklogDegradedAfter)
+	cfg.Loops = int(env.Int("LOGBOOK_VALIDATORS", int64(cfg.Loops), 1, 64))
 	adminAddr := env.Addr("LOGBOOK_ADMIN_ADDR", obs.DefaultAdminAddr)
 	nc, js, err := natsx.ConnectFromEnv(ctx, env, "logbook-validator") // reports every bad variable
 	if err != nil {
@@ -66,6 +67,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	adm.Health.Add("publish", w.Check)
 	// Settled raw events older than the keep time go (every validator replica trims alike).
 	go natsx.NewTrimmer(js, log, event.StreamRaw).Run(ctx)
+	adm.Health.AddDegraded("validator_output", w.OutputCheck())
 	log.Info("validating")
 	return w.Run(ctx)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -69,12 +70,13 @@ func TestRedriveCommand(t *testing.T) {
 		}
 		return code, &rep
 	}
-	validCount := func() uint64 {
+	validCount := func() uint64 { // org_cmd's valid events (the redrive's own record goes to org_logbook)
 		s, err := js.Stream(ctx, event.StreamValid)
 		require.NoError(t, err)
-		info, err := s.Info(ctx)
+		subject := event.ValidSubject(rec.OrganizationID)
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
 		require.NoError(t, err)
-		return info.State.Msgs
+		return info.State.Subjects[subject]
 	}
 
 	code, rep := runCmd("-org", "org_cmd", "-category", "delivery_limit", "-since", "1h", "-dry-run")

@@ -51,6 +51,7 @@ type schemas interface {
 	schema.Source
 	schema.OrgSource
 	CreateFor(ctx context.Context, org, action string, d schema.Definition) (*schema.Schema, error)
+	Retire(ctx context.Context, org, action string, version int, by, reason string) (*schema.Schema, bool, error)
 	Versions(org, action string) []schema.Schema
 	Actions() []string
 }
@@ -71,6 +72,19 @@ type Gateway struct {
 	log     *slog.Logger
 	now     func() time.Time
 	newID   func(time.Time) string
+	actor   func(echo.Context) string
+}
+
+// UseActor names the caller of an administrative route (a schema retirement records it) with f;
+// by default it is the API key's digest, "api_key:<12 hex>".
+func (gw *Gateway) UseActor(f func(echo.Context) string) { gw.actor = f }
+
+func keyActor(c echo.Context) string {
+	id := wire.KeyID(c)
+	if len(id) < 12 {
+		return "api_key"
+	}
+	return "api_key:" + id[:12]
 }
 
 // UseIdempotency makes the gateway remember Idempotency-Keys in k for 24 hours: a repeat is
@@ -83,7 +97,7 @@ func (gw *Gateway) UseIdempotency(k keys) { gw.keys = k }
 func New(pub publisher, reg schemas, cfg Config, log *slog.Logger) *Gateway {
 	entropy := ulid.DefaultEntropy() // monotonic within a millisecond, safe for concurrent use
 	return &Gateway{
-		pub: pub, schemas: reg, cfg: cfg, log: log, now: time.Now,
+		pub: pub, schemas: reg, cfg: cfg, log: log, now: time.Now, actor: keyActor,
 		newID: func(t time.Time) string { return ulid.MustNew(ulid.Timestamp(t), entropy).String() },
 	}
 }

@@ -143,6 +143,13 @@ type KeyChecker interface{ Valid(key string) bool }
 // digest, never the key), set by Auth for RateLimit.
 const keyIDContext = "logbook.key_id"
 
+// KeyID returns the identity Auth gave the request's API key (a hex digest, never the key), or ""
+// when the route is not behind Auth.
+func KeyID(c echo.Context) string {
+	id, _ := c.Get(keyIDContext).(string)
+	return id
+}
+
 // Auth requires "Authorization: Bearer <key>" with a key keys accepts.
 func Auth(keys KeyChecker) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {

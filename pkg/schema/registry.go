@@ -225,24 +225,38 @@ func (r *Registry) lookup(ctx context.Context, org, action string, version int, 
 // entry returns version v of org's action, reading it from the bucket when this replica has not
 // seen it yet.
 func (r *Registry) entry(ctx context.Context, org, action string, v int) (*entry, error) {
-	r.mu.RLock()
-	vs := r.byName[scoped(org, action)]
-	var e *entry
-	if v <= len(vs) {
-		e = vs[v-1]
-	}
-	r.mu.RUnlock()
-	if e != nil {
+	if e := r.held(org, action, v); e != nil {
 		return e, nil
 	}
+	if err := r.refresh(ctx, org, action, v); err != nil {
+		return nil, err
+	}
+	if e := r.held(org, action, v); e != nil {
+		return e, nil
+	}
+	return nil, fmt.Errorf("schema %s v%d was read but is not the version its key names", action, v)
+}
+
+// held returns version v of org's action if this replica holds it.
+func (r *Registry) held(org, action string, v int) *entry {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	vs := r.byName[scoped(org, action)]
+	if v < 1 || v > len(vs) {
+		return nil
+	}
+	return vs[v-1]
+}
+
+// refresh reads version v of org's action from the bucket into the registry; the error wraps
+// jetstream.ErrKeyNotFound when there is no such version.
+func (r *Registry) refresh(ctx context.Context, org, action string, v int) error {
 	got, err := r.kv.Get(ctx, key(org, action, v))
 	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("failed to read schema %s v%d: %w", action, v, err)
+		return fmt.Errorf("failed to read schema %s v%d: %w", action, v, err)
 	}
-	return r.load(got.Value())
+	_, err = r.load(got.Value())
+	return err
 }
 
 // Create stores d as the next version of the environment's schema for action and returns it.

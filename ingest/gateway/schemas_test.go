@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,11 +13,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/logbookhq/logbook/ingest/gateway"
-	"github.com/logbookhq/logbook/pkg/event"
-	"github.com/logbookhq/logbook/pkg/natstest"
-	"github.com/logbookhq/logbook/pkg/natsx"
-	"github.com/logbookhq/logbook/pkg/schema"
 	"github.com/logbookhq/logbook/pkg/wire"
 )
 
@@ -29,17 +23,11 @@ type oneKey struct{}
 func (oneKey) Valid(k string) bool { return k == testKey }
 
 // newAuthedEnv is newEnv behind wire.Auth, as the services run it, so routes know the caller's key.
-func newAuthedEnv(t *testing.T) (*env, *schema.Registry) {
+func newAuthedEnv(t *testing.T) *env {
 	t.Helper()
-	_, js := natstest.New(t)
-	reg, err := schema.NewRegistry(context.Background(), js, quietLog())
-	require.NoError(t, err)
-	t.Cleanup(reg.Close)
-	raw := natsx.NewGroupCommit(js.Conn(), js, event.StreamRaw, natsx.DefaultGroupConfig())
-	t.Cleanup(raw.Close)
-	e := wire.NewServer(quietLog())
-	gateway.New(raw, reg, gateway.DefaultConfig(), quietLog()).Register(e.Group("", wire.Auth(oneKey{})))
-	return &env{e: e, js: js}, reg
+	e := newEnv(t)
+	e.e.Use(wire.Auth(oneKey{}))
+	return e
 }
 
 func (e *env) call(t *testing.T, method, path, body string) response {
@@ -51,7 +39,7 @@ func (e *env) call(t *testing.T, method, path, body string) response {
 // HTTP path: the incident that killed the process inside kaptinlin/jsonschema v0.9.8. Every event
 // gets its own right answer. Run under -race.
 func TestConcurrentEventsAgainstAPatternPropertiesSchema(t *testing.T) {
-	e, _ := newAuthedEnv(t)
+	e := newAuthedEnv(t)
 	r := e.call(t, http.MethodPost, "/audit_logs/actions/user.signed_in/schemas", `{"targets":[{"type":"team"}],
 	  "metadata":{"type":"object","patternProperties":{"^[a-z]+$":{"type":["number","boolean"]}},"additionalProperties":false}}`)
 	require.Equal(t, http.StatusCreated, r.Code, "%s", r.Body)
@@ -92,7 +80,7 @@ func TestConcurrentEventsAgainstAPatternPropertiesSchema(t *testing.T) {
 // means them ("#" is the metadata schema) or through the document earlier releases built around
 // it ("#/properties/metadata", which they accepted).
 func TestUnboundedSchemaIsRefusedAtRegistration(t *testing.T) {
-	e, _ := newAuthedEnv(t)
+	e := newAuthedEnv(t)
 	chain := func(base string) string {
 		defs := []string{`"d0":{"type":"object"}`}
 		for i := 1; i <= 30; i++ {
@@ -116,7 +104,7 @@ func TestUnboundedSchemaIsRefusedAtRegistration(t *testing.T) {
 // An operator retires a version that should not have been registered: it stays listed with who,
 // when and why, and new events naming it are validated against the version before it.
 func TestRetireSchemaVersion(t *testing.T) {
-	e, _ := newAuthedEnv(t)
+	e := newAuthedEnv(t)
 	schemaOf := func(metaType string) string {
 		return `{"targets":[{"type":"team"}],"metadata":{"type":"object","properties":{"attempts":{"type":"` + metaType + `"}}}}`
 	}
@@ -193,7 +181,7 @@ func TestValidationPanicIsARefusedEvent(t *testing.T) {
 		require.Contains(t, string(out), "--- PASS: "+t.Name())
 		return
 	}
-	e, _ := newAuthedEnv(t)
+	e := newAuthedEnv(t)
 	require.Equal(t, http.StatusCreated, e.call(t, http.MethodPost, "/audit_logs/actions/user.signed_in/schemas", schemaBody).Code)
 	require.Equal(t, http.StatusCreated, e.call(t, http.MethodPost, "/audit_logs/actions/user.signed_out/schemas", schemaBody).Code)
 	m := requireEnvelope(t, e.call(t, http.MethodPost, "/audit_logs/events", workosBody), http.StatusBadRequest, "invalid_audit_log_event")

@@ -188,3 +188,46 @@ func TestStoredVersionThisReleaseRefusesIsRetired(t *testing.T) {
 	assert.True(t, changed)
 	assert.Equal(t, "ops", s.Retired.By)
 }
+
+// Replicas retiring the same version at once: one retirement is stored and told to the audit
+// hook; the others find it and change nothing.
+func TestConcurrentRetirementsStoreOne(t *testing.T) {
+	ctx := context.Background()
+	_, js := natstest.New(t)
+	audit := &recordedAudit{}
+	regs := make([]*schema.Registry, 4)
+	for i := range regs {
+		r, err := schema.NewRegistry(ctx, js, slog.New(slog.DiscardHandler))
+		require.NoError(t, err)
+		defer r.Close()
+		r.UseAudit(audit)
+		regs[i] = r
+	}
+	_, err := regs[0].Create(ctx, "doc.updated", definition(t, "number"))
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var changed []string
+	for i, r := range regs {
+		wg.Go(func() {
+			s, ok, err := r.Retire(ctx, "", "doc.updated", 1, fmt.Sprintf("replica %d", i), "race")
+			assert.NoError(t, err)
+			if ok {
+				mu.Lock()
+				changed = append(changed, s.Retired.By)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	require.Len(t, changed, 1)
+	assert.Equal(t, []string{"schema.created /doc.updated/1", "schema.retired /doc.updated/1"}, audit.list())
+	for _, r := range regs {
+		require.EventuallyWithT(t, func(c *assert.CollectT) {
+			vs := r.Versions("", "doc.updated")
+			require.Len(c, vs, 1)
+			require.NotNil(c, vs[0].Retired)
+			assert.Equal(c, changed[0], vs[0].Retired.By)
+		}, 5*time.Second, 10*time.Millisecond)
+	}
+}

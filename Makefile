@@ -54,6 +54,7 @@ $(SDK_NODE_DIR)/.installed:
 build:
 	CGO_ENABLED=0 go build -o bin/logbook ./deploy/logbook
 	CGO_ENABLED=0 go build -tags nochdb -o bin/ingest ./ingest/cmd/ingest
+	CGO_ENABLED=0 go build -tags nochdb -o bin/schemas ./ingest/cmd/schemas
 	CGO_ENABLED=0 go build -tags nochdb -o bin/validator ./validator/cmd/validator
 	CGO_ENABLED=0 go build -tags nochdb -o bin/writer ./writer/cmd/writer
 	CGO_ENABLED=0 go build -tags nochdb -o bin/queryapi ./queryapi/cmd/queryapi

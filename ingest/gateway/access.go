@@ -73,3 +73,19 @@ func schemaRegistered(org, action string, version int, body []byte) selfaudit.En
 	}
 	return e
 }
+
+// schemaRetired is the self-audit record of retiring org's (or, for "", the environment's)
+// version of action's schema.
+func schemaRetired(org, action string, version int, reason string) selfaudit.Entry {
+	e := selfaudit.Entry{
+		Action:   selfaudit.SchemaRetired,
+		Targets:  []event.Entity{{ID: action, Type: selfaudit.TargetAction}},
+		Metadata: map[string]any{"scope": "environment", "version": version, "reason": reason},
+	}
+	if org != "" {
+		e.Targets = append(e.Targets, event.Entity{ID: org, Type: selfaudit.TargetOrganization})
+		e.Metadata["scope"] = "organization"
+		e.Metadata["organization_id"] = org
+	}
+	return e
+}

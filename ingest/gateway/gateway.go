@@ -57,6 +57,7 @@ type schemas interface {
 	schema.Source
 	schema.OrgSource
 	CreateFor(ctx context.Context, org, action string, d schema.Definition) (*schema.Schema, error)
+	Retire(ctx context.Context, org, action string, version int, by, reason string) (*schema.Schema, bool, error)
 	Versions(org, action string) []schema.Schema
 	Actions() []string
 }
@@ -71,6 +72,22 @@ type Gateway struct {
 	log     *slog.Logger
 	now     func() time.Time
 	newID   func(time.Time) string
+	actor   func(echo.Context) string
+}
+
+// UseActor names the caller of an administrative route (a schema retirement records it) with f;
+// by default it is the API key's name ("api_key:<name>"), or its digest outside Auth.
+func (gw *Gateway) UseActor(f func(echo.Context) string) { gw.actor = f }
+
+func keyActor(c echo.Context) string {
+	if cl, ok := wire.CallerFrom(c.Request().Context()); ok && cl.Name != "" {
+		return cl.ActorType + ":" + cl.Name // the key's name ("api_key:ci")
+	}
+	id := wire.KeyID(c)
+	if len(id) < 12 {
+		return "api_key"
+	}
+	return "api_key:" + id[:12]
 }
 
 // New returns a Gateway publishing through pub (a natsx.GroupCommit on the raw stream), reading
@@ -78,7 +95,7 @@ type Gateway struct {
 func New(pub publisher, raw keyRecords, reg schemas, cfg Config, log *slog.Logger) *Gateway {
 	entropy := ulid.DefaultEntropy() // monotonic within a millisecond, safe for concurrent use
 	return &Gateway{
-		pub: pub, keys: raw, schemas: reg, cfg: cfg, log: log, now: time.Now, audit: selfaudit.Discard,
+		pub: pub, keys: raw, schemas: reg, cfg: cfg, log: log, now: time.Now, audit: selfaudit.Discard, actor: keyActor,
 		newID: func(t time.Time) string { return ulid.MustNew(ulid.Timestamp(t), entropy).String() },
 	}
 }

@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -33,6 +36,9 @@ func (gw *Gateway) registerSchemas(g *echo.Group) {
 	g.GET("/audit_logs/actions", gw.listActions, read)
 	g.POST("/organizations/:org/audit_logs/actions/:action/schemas", gw.createSchema, write)
 	g.GET("/organizations/:org/audit_logs/actions/:action/schemas", gw.listSchemas, read)
+	admin := wire.Need(apikey.ScopeAdmin)
+	g.POST("/audit_logs/actions/:action/schemas/:version/retire", gw.retireSchema, admin)
+	g.POST("/organizations/:org/audit_logs/actions/:action/schemas/:version/retire", gw.retireSchema, admin)
 }
 
 // scope reads the optional :org and the :action path parameters.
@@ -86,6 +92,71 @@ func (gw *Gateway) createSchema(c echo.Context) error {
 	return c.JSON(http.StatusCreated, SchemaJSON(s))
 }
 
+// MaxRetireBodyBytes caps a retire request's body.
+const MaxRetireBodyBytes = 4 << 10
+
+// retireSchema withdraws one version from new events (Logbook's own route; WorkOS has none): an
+// operator's answer to a version that should not have been registered. The body names the reason;
+// the caller's key is recorded as who. Retiring a retired version answers its first retirement.
+func (gw *Gateway) retireSchema(c echo.Context) error {
+	org, action, err := scope(c)
+	if err != nil {
+		if e, ok := err.(*wire.Error); ok && e.Status == http.StatusUnprocessableEntity {
+			return wire.NotFound(fmt.Sprintf("Audit Log Action not found: '%s'.", truncate(c.Param("action"), 80)))
+		}
+		return err
+	}
+	version, err := strconv.Atoi(c.Param("version"))
+	if err != nil || version < 1 || version > validate.MaxVersion {
+		return wire.NotFound(fmt.Sprintf("Audit Log Schema not found: '%s' version '%s'.", action, truncate(c.Param("version"), 20)))
+	}
+	body, err := wire.ReadBody(c, MaxRetireBodyBytes)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		var syntax *json.SyntaxError
+		if errors.As(err, &syntax) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return wire.BadRequest("invalid_request_body", "The body must be a JSON object: {\"reason\": \"...\"}.", nil)
+		}
+		return retireInvalid(err.Error())
+	}
+	if req.Reason == "" || len(req.Reason) > schema.MaxRetiredReasonLen {
+		return retireInvalid(fmt.Sprintf("reason is required: why the version is retired (at most %d characters)", schema.MaxRetiredReasonLen))
+	}
+	ctx := c.Request().Context()
+	if org != "" {
+		if err := wire.AllowOrg(ctx, org); err != nil {
+			return err
+		}
+	}
+	if version > len(gw.schemas.Versions(org, action)) {
+		return wire.NotFound(fmt.Sprintf("Audit Log Schema not found: '%s' version %d.", action, version))
+	}
+	// On record before it changes (pkg/selfaudit): no record, no retirement.
+	if err := gw.audit.Record(ctx, schemaRetired(org, action, version, req.Reason)); err != nil {
+		return err
+	}
+	s, _, err := gw.schemas.Retire(ctx, org, action, version, gw.actor(c), req.Reason)
+	if errors.Is(err, schema.ErrUnknownVersion) {
+		return wire.NotFound(fmt.Sprintf("Audit Log Schema not found: '%s' version %d.", action, version))
+	}
+	if err != nil {
+		return fmt.Errorf("failed to retire schema %s v%d: %w", action, version, err)
+	}
+	return c.JSON(http.StatusOK, SchemaJSON(s))
+}
+
+func retireInvalid(why string) error {
+	return wire.Unprocessable("invalid_retirement", "The retirement could not be processed: "+why+".",
+		[]validate.FieldError{{Field: "reason", Code: why}})
+}
+
 // listSchemas lists an action's schema versions, newest first by default.
 func (gw *Gateway) listSchemas(c echo.Context) error {
 	org, action, err := scope(c)
@@ -136,9 +207,17 @@ func (gw *Gateway) listActions(c echo.Context) error {
 	var actions []action
 	for _, name := range gw.schemas.Actions() {
 		vs := gw.schemas.Versions("", name)
-		if len(vs) > 0 {
-			actions = append(actions, action{name: name, first: vs[0], current: vs[len(vs)-1]})
+		if len(vs) == 0 {
+			continue
 		}
+		current := vs[len(vs)-1] // the newest version in force, else the newest
+		for i := len(vs) - 1; i >= 0; i-- {
+			if vs[i].Retired == nil {
+				current = vs[i]
+				break
+			}
+		}
+		actions = append(actions, action{name: name, first: vs[0], current: current})
 	}
 	slices.SortStableFunc(actions, func(a, b action) int { return a.first.CreatedAt.Compare(b.first.CreatedAt) })
 	if p.desc {
@@ -161,13 +240,20 @@ func (gw *Gateway) listActions(c echo.Context) error {
 	return c.JSON(http.StatusOK, wire.NewList(data, before, after))
 }
 
-// SchemaJSON is the audit_log_schema object of the WorkOS API.
+// SchemaJSON is the audit_log_schema object of the WorkOS API, plus Logbook's "retired" flag
+// (with retired_at, retired_by and retired_reason once retired).
 func SchemaJSON(s *schema.Schema) map[string]any {
 	out := map[string]any{
 		"object":     "audit_log_schema",
 		"version":    s.Version,
 		"targets":    s.Targets,
 		"created_at": event.FormatTime(s.CreatedAt),
+		"retired":    s.Retired != nil,
+	}
+	if s.Retired != nil {
+		out["retired_at"] = event.FormatTime(s.Retired.At)
+		out["retired_by"] = s.Retired.By
+		out["retired_reason"] = s.Retired.Reason
 	}
 	if s.Targets == nil {
 		out["targets"] = []schema.Target{}

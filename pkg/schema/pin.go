@@ -2,10 +2,7 @@ package schema
 
 import (
 	"context"
-	"errors"
 	"fmt"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/logbookhq/logbook/pkg/event"
 )
@@ -17,28 +14,20 @@ import (
 // are immutable, so a reference always means the same schema.
 
 // ResolveRef is Resolve that also names the version it resolved: the organization's own version,
-// the environment's, or none (the action has no schema; any event is accepted).
+// the environment's, or none (the action has no schema in force; any event is accepted). The
+// reference names the version actually chosen, which is not the version the event named when that
+// one was retired (Resolve falls back to the newest earlier version in force).
 func ResolveRef(ctx context.Context, s Source, org, action string, version int) (*Compiled, *event.SchemaRef, error) {
-	if version == 0 {
-		version = 1
-	}
-	if os, ok := s.(OrgSource); ok {
-		c, found, err := os.LookupOrg(ctx, org, action, version)
-		if err != nil {
-			return nil, nil, err
-		}
-		if found {
-			return c, &event.SchemaRef{Scope: event.SchemaOrg, Version: version}, nil
-		}
-	}
-	c, err := s.Lookup(ctx, action, version)
+	c, err := Resolve(ctx, s, org, action, version)
 	switch {
 	case err != nil:
 		return nil, nil, err
 	case c == nil:
 		return nil, &event.SchemaRef{Scope: event.SchemaNone}, nil
+	case c.OrganizationID() != "":
+		return c, &event.SchemaRef{Scope: event.SchemaOrg, Version: c.Version()}, nil
 	}
-	return c, &event.SchemaRef{Scope: event.SchemaEnv, Version: version}, nil
+	return c, &event.SchemaRef{Scope: event.SchemaEnv, Version: c.Version()}, nil
 }
 
 // PinnedSource finds one exact schema version: org's own version of action (org "" for the
@@ -82,38 +71,12 @@ func ResolveRecord(ctx context.Context, s Source, rec *event.Record) (*Compiled,
 	return nil, fmt.Errorf("%w: no organization schemas here", ErrUnknownVersion)
 }
 
-// Pinned returns org's version of action's schema (org "" for the environment's), from memory or,
-// when this replica has not loaded it yet, from the bucket; ErrUnknownVersion when the bucket has
-// no such version. It never resolves: it is the lookup of a version a record names. A version
-// must stay readable here for as long as records naming it can be in the raw stream, so
-// retiring a version must not delete its key.
+// Pinned returns org's version of action's schema (org "" for the environment's), retired or not
+// (Exact); ErrUnknownVersion when there is no such version. It never resolves: it is the lookup of a
+// version a record names, so retiring a version keeps its key readable.
 func (r *Registry) Pinned(ctx context.Context, org, action string, version int) (*Compiled, error) {
 	if version < 1 {
 		return nil, fmt.Errorf("%w: version %d", ErrUnknownVersion, version)
 	}
-	if c := r.loaded(org, action, version); c != nil {
-		return c, nil
-	}
-	err := r.refresh(ctx, org, action, version)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, fmt.Errorf("%w: action %q has no schema version %d", ErrUnknownVersion, action, version)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if c := r.loaded(org, action, version); c != nil {
-		return c, nil
-	}
-	return nil, fmt.Errorf("schema %s v%d was read but is not the version its key names", action, version)
-}
-
-// loaded returns the compiled version if this replica holds it.
-func (r *Registry) loaded(org, action string, version int) *Compiled {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	vs := r.byName[scoped(org, action)]
-	if version > len(vs) || vs[version-1] == nil {
-		return nil
-	}
-	return vs[version-1].compiled
+	return r.Exact(ctx, org, action, version)
 }

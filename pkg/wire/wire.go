@@ -146,6 +146,13 @@ type KeyLookup interface {
 // digest, never the key), set by Auth for RateLimit.
 const keyIDContext = "logbook.key_id"
 
+// KeyID returns the identity Auth gave the request's API key (a hex digest, never the key), or ""
+// when the route is not behind Auth.
+func KeyID(c echo.Context) string {
+	id, _ := c.Get(keyIDContext).(string)
+	return id
+}
+
 // Auth requires "Authorization: Bearer <key>" with a key keys knows, and attaches the caller (the
 // key, the request's address, user agent and id) to the request's context for Need, AllowOrg and
 // the self-audit records.

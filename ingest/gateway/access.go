@@ -74,9 +74,9 @@ func schemaRegistered(org, action string, version int, body []byte) selfaudit.En
 	return e
 }
 
-// schemaRetired is the self-audit record of retiring org's (or, for "", the environment's)
+// SchemaRetiredEntry is the self-audit record of retiring org's (or, for "", the environment's)
 // version of action's schema.
-func schemaRetired(org, action string, version int, reason string) selfaudit.Entry {
+func SchemaRetiredEntry(org, action string, version int, reason string) selfaudit.Entry {
 	e := selfaudit.Entry{
 		Action:   selfaudit.SchemaRetired,
 		Targets:  []event.Entity{{ID: action, Type: selfaudit.TargetAction}},

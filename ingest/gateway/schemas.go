@@ -139,7 +139,7 @@ func (gw *Gateway) retireSchema(c echo.Context) error {
 		return wire.NotFound(fmt.Sprintf("Audit Log Schema not found: '%s' version %d.", action, version))
 	}
 	// On record before it changes (pkg/selfaudit): no record, no retirement.
-	if err := gw.audit.Record(ctx, schemaRetired(org, action, version, req.Reason)); err != nil {
+	if err := gw.audit.Record(ctx, SchemaRetiredEntry(org, action, version, req.Reason)); err != nil {
 		return err
 	}
 	s, _, err := gw.schemas.Retire(ctx, org, action, version, gw.actor(c), req.Reason)

@@ -31,6 +31,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/schema"
+	"github.com/logbookhq/logbook/pkg/selfaudit"
 )
 
 func main() {
@@ -102,6 +103,15 @@ func run(ctx context.Context, js jetstream.JetStream, log *slog.Logger, args []s
 		if *reason == "" {
 			return usageError("-reason is required: it is recorded with the retirement\n" + usage)
 		}
+		if version > len(reg.Versions(*org, rest[0])) {
+			return fmt.Errorf("%w: action %q has no schema version %d", schema.ErrUnknownVersion, rest[0], version)
+		}
+		// On record in org_logbook before it changes, like the route (pkg/selfaudit).
+		name, host := operator()
+		audit := selfaudit.New(js, log)
+		if err := audit.Record(selfaudit.Operator(ctx, name, host), gateway.SchemaRetiredEntry(*org, rest[0], version, *reason)); err != nil {
+			return err
+		}
 		s, changed, err := reg.Retire(ctx, *org, rest[0], version, *by, *reason)
 		if err != nil {
 			return err
@@ -116,10 +126,15 @@ func run(ctx context.Context, js jetstream.JetStream, log *slog.Logger, args []s
 
 // defaultActor names the operator running the command: user@host.
 func defaultActor() string {
-	name := "operator"
+	name, host := operator()
+	return name + "@" + host + " (schemas command)"
+}
+
+func operator() (name, host string) {
+	name = "operator"
 	if u, err := user.Current(); err == nil && u.Username != "" {
 		name = u.Username
 	}
-	host, _ := os.Hostname()
-	return name + "@" + host + " (schemas command)"
+	host, _ = os.Hostname()
+	return name, host
 }

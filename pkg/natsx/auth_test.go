@@ -23,7 +23,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/logbookhq/logbook/pkg/config"
-	"github.com/logbookhq/logbook/pkg/natsembed"
 	"github.com/logbookhq/logbook/pkg/natsx"
 )
 
@@ -50,10 +49,7 @@ func connectFromEnv(vars map[string]string) error {
 // The service binaries authenticate with LOGBOOK_NATS_USER and LOGBOOK_NATS_PASSWORD; without
 // them, or with a wrong password, the server refuses them.
 func TestConnectFromEnvWithUserAndPassword(t *testing.T) {
-	ns, err := natsembed.Start(natsembed.Config{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", User: "logbook", Password: "s3cret-s3cret"})
-	require.NoError(t, err)
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	url := ns.ClientURL()
+	url := runServer(t, &server.Options{Username: "logbook", Password: "s3cret-s3cret"})
 
 	assert.ErrorIs(t, connectFromEnv(map[string]string{"LOGBOOK_NATS_URL": url}), nats.ErrAuthorization)
 	assert.ErrorIs(t, connectFromEnv(map[string]string{"LOGBOOK_NATS_URL": url,

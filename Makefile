@@ -57,9 +57,11 @@ sdk: $(SDK_NODE_DIR)/.installed
 $(SDK_NODE_DIR)/.installed:
 	LOGBOOK_SDK_NODE_DIR=$(SDK_NODE_DIR) bash deploy/scripts/fetch-sdks.sh
 
-## build: the single-process binary and the four service binaries, into ./bin
+## build: the single-process binary, the four service binaries and the nats-server version the
+## project pins (to run the services on one machine: README, "Run as services"), into ./bin
 build:
 	CGO_ENABLED=0 go build -o bin/logbook ./deploy/logbook
+	CGO_ENABLED=0 go build -o bin/nats-server github.com/nats-io/nats-server/v2
 	CGO_ENABLED=0 go build -tags nochdb -o bin/ingest ./ingest/cmd/ingest
 	CGO_ENABLED=0 go build -tags nochdb -o bin/validator ./validator/cmd/validator
 	CGO_ENABLED=0 go build -tags nochdb -o bin/writer ./writer/cmd/writer

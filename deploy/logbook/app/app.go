@@ -185,6 +185,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 			return nil, err
 		}
 	}
+	if roles.Ingest {
+		if a.idem, err = idempotency.Open(ctx, nc, js); err != nil {
+			return nil, err
+		}
+	}
 	var runs []func(context.Context) error
 	if roles.Validator {
 		val, err := worker.New(ctx, js, a.reg, cfg.Valid, log.With("service", "validator"))
@@ -224,6 +229,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 		}()
 	}
 
+	if roles.Ingest {
+		a.raw = natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
+	}
 	e := wire.NewServer(log)
 	a.obs.serve(e)
 	if !roles.HTTP() {
@@ -231,10 +239,6 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	}
 	g := e.Group("", wire.Auth(a.keys), wire.RateLimit(wire.NewLimiter(cfg.RateLimit)))
 	if roles.Ingest {
-		if a.idem, err = idempotency.Open(ctx, nc, js); err != nil {
-			return nil, err
-		}
-		a.raw = natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
 		a.gw = gateway.New(a.raw, a.reg, cfg.Gateway, log.With("service", "ingest"))
 		a.gw.UseIdempotency(a.idem)
 		a.gw.Register(g)

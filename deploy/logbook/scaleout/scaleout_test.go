@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -281,9 +282,11 @@ func TestServiceReadinessFollowsNATS(t *testing.T) {
 }
 
 // The storage node keeps its engine's files under LOGBOOK_DATA_DIR and no NATS data: JetStream is
-// the external server's.
+// the external server's, which (deploy/nats/nats.conf) refuses clients without the credentials.
 func TestStorageRoleStartsNoNATS(t *testing.T) {
 	nats := startNATS(t)
+	_, err := natsgo.Connect(nats.URL, natsgo.Timeout(5*time.Second))
+	require.ErrorIs(t, err, natsgo.ErrAuthorization, "a client without credentials")
 	dir, addr := t.TempDir(), proc.FreeAddr(t)
 	p := proc.Start(t, "storage", bins["logbook"], nil, []string{"LOGBOOK_NATS_URL=" + nats.URL, "LOGBOOK_NATS_USER=" + natsUser,
 		"LOGBOOK_NATS_PASSWORD=" + natsPassword, "LOGBOOK_API_KEY=" + apiKey, "LOGBOOK_ROLES=writer,query",

@@ -8,6 +8,7 @@ import (
 	"github.com/logbookhq/logbook/deploy/logbook/app"
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
+	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/selfaudit"
 	"github.com/logbookhq/logbook/queryapi/apikeys"
 )
@@ -17,10 +18,11 @@ import (
 func runKeys(ctx context.Context, env *config.Env, args []string) error {
 	dataDir := env.String("LOGBOOK_DATA_DIR", "./data")
 	natsURL := env.String("LOGBOOK_NATS_URL", "")
+	auth := natsx.AuthFromEnv(env)
 	if err := env.Err(); err != nil {
 		return err
 	}
-	adm, err := app.OpenAdmin(ctx, dataDir, natsURL)
+	adm, err := app.OpenAdmin(ctx, dataDir, natsURL, auth)
 	if err != nil {
 		return err
 	}

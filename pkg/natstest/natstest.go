@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/logbookhq/logbook/pkg/natsembed"
 	"github.com/logbookhq/logbook/pkg/natsx"
 )
 
@@ -22,7 +23,7 @@ func New(t testing.TB) (*server.Server, jetstream.JetStream) {
 // NewWithLimits is New with the given stream limits.
 func NewWithLimits(t testing.TB, l natsx.StreamLimits) (*server.Server, jetstream.JetStream) {
 	t.Helper()
-	ns, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: t.TempDir()})
+	ns, err := natsembed.Start(natsembed.Config{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatalf("failed to start nats-server: %v", err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/natstest"
+	"github.com/logbookhq/logbook/pkg/natsembed"
 	"github.com/logbookhq/logbook/pkg/natsx"
 )
 
@@ -246,7 +247,7 @@ func TestGroupCommitNeverPublishesWhatItFailed(t *testing.T) {
 // returns its client URL.
 func tcpServer(t *testing.T) string {
 	t.Helper()
-	ns, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	ns, err := natsembed.Start(natsembed.Config{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"})
 	require.NoError(t, err)
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
 	nc, js, err := natsx.Connect(ns.ClientURL(), "prepare")

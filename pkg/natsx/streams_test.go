@@ -13,6 +13,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/natstest"
+	"github.com/logbookhq/logbook/pkg/natsembed"
 	"github.com/logbookhq/logbook/pkg/natsx"
 )
 
@@ -90,7 +91,7 @@ func TestCheckStreamRefusesWeakConfigs(t *testing.T) {
 // the max age goes, so nothing unsettled expires any more, and the keep time is set. JetStream
 // cannot lift deny-purge, so those keep denying purges (and are not trimmed).
 func TestOldStreamsAreUpdated(t *testing.T) {
-	ns, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: t.TempDir()})
+	ns, err := natsembed.Start(natsembed.Config{StoreDir: t.TempDir()})
 	require.NoError(t, err)
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
 	nc, js, err := natsx.ConnectInProcess(ns, "old")

@@ -1,6 +1,6 @@
 // Package obs is what every Logbook service shows its operators: a Prometheus registry, liveness
 // (/healthz) and readiness (/readyz) with checks of the dependencies, HTTP request metrics, JetStream
-// backlog gauges, and the admin listener that serves them (LOGBOOK_ADMIN_ADDR, default :9090).
+// backlog gauges, and the admin listener that serves them (LOGBOOK_ADMIN_ADDR, default 127.0.0.1:9090).
 //
 // Metric names follow <service>_<thing>_<unit> (ingest_http_requests_total,
 // writer_consumer_pending_messages). No label takes unbounded values: routes are echo's route
@@ -23,8 +23,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// DefaultAdminAddr is where a separate service serves /metrics, /healthz and /readyz.
-const DefaultAdminAddr = ":9090"
+// DefaultAdminAddr is where a separate service serves /metrics, /healthz and /readyz: loopback
+// only, unless LOGBOOK_ADMIN_ADDR says otherwise (a container sets :9090 and publishes it on the
+// host's loopback).
+const DefaultAdminAddr = "127.0.0.1:9090"
 
 // NewRegistry returns a registry holding the Go runtime and process collectors.
 func NewRegistry() *prometheus.Registry {

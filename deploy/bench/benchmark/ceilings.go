@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/natsembed"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/store"
 )
@@ -50,7 +51,7 @@ func records(g *Gen, n int) [][]byte {
 // (started here, with Logbook's own settings: file storage, sync always, Logbook's streams), each
 // for d.
 func JetStreamCeilings(ctx context.Context, dir string, g *Gen, d time.Duration) (async, batch float64, payload int, err error) {
-	ns, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: dir})
+	ns, err := natsembed.Start(natsembed.Config{StoreDir: dir})
 	if err != nil {
 		return 0, 0, 0, err
 	}

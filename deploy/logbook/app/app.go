@@ -1,7 +1,9 @@
 // Package app wires Logbook's four services into one process: an embedded nats-server (JetStream
 // on disk, fsync always), the embedded ClickHouse engine on disk, and one HTTP listener serving
 // every route of the gateway and the query API (events, schemas, exports, retention) on the same
-// root paths. It is the only package importing all four.
+// root paths. It is the only package importing all four. Told so (Config.Roles, Config.NATSURL),
+// it runs only some of the parts against an external NATS: the storage node (writer and query on
+// the embedded engine) of a deployment whose intake and validators run as separate services.
 package app
 
 import (
@@ -13,17 +15,20 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/logbookhq/logbook/ingest/gateway"
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/natsembed"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/retention"
@@ -55,8 +60,16 @@ type Config struct {
 	APIKey string
 	// KeyUsageFlush is how often the keys' last use is stored. Default apikey.DefaultUsageFlush.
 	KeyUsageFlush time.Duration
-	// NATSListen optionally exposes the embedded NATS server over TCP (host:port).
+	// NATSListen optionally exposes the embedded NATS server over TCP (host:port; an empty host is
+	// loopback). Off loopback it needs NATSAuth's user and password.
 	NATSListen string
+	// NATSURL, when set, is an external NATS server or cluster used instead of the embedded one.
+	NATSURL string
+	// NATSAuth are the credentials every NATS client must present: the embedded server requires
+	// its User and Password when set; an external one gets whichever way NATSAuth holds.
+	NATSAuth natsx.Auth
+	// Roles are the parts this process runs; the zero value means AllRoles.
+	Roles Roles
 	// LibPath is libchdb.so's path; empty means chdb.DefaultLibPath().
 	LibPath string
 	Limits  natsx.StreamLimits
@@ -85,11 +98,15 @@ func ConfigFromEnv(env *config.Env) Config {
 	wc.AckWait = env.Duration("LOGBOOK_WRITER_ACK_WAIT", wc.AckWait)
 	ec := export.DefaultConfig()
 	ec.PublicURL = env.BaseURL("LOGBOOK_PUBLIC_URL", "")
+	listen, natsURL, auth := natsFromEnv(env)
 	return Config{
 		DataDir:        env.String("LOGBOOK_DATA_DIR", "./data"),
 		Addr:           env.Addr("LOGBOOK_ADDR", "127.0.0.1:8080"),
 		APIKey:         apikey.PresetFromEnv(env),
-		NATSListen:     env.String("LOGBOOK_NATS_LISTEN", ""),
+		NATSListen:     listen,
+		NATSURL:        natsURL,
+		NATSAuth:       auth,
+		Roles:          RolesFromEnv(env),
 		LibPath:        env.String("LOGBOOK_CHDB_LIB", ""),
 		Limits:         natsx.LimitsFromEnv(env),
 		Gateway:        gw,
@@ -140,72 +157,93 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if a.unlock, err = lockDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	a.ns, err = natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: filepath.Join(cfg.DataDir, "nats"), Listen: cfg.NATSListen})
+	roles := cfg.Roles
+	if roles == (Roles{}) {
+		roles = AllRoles
+	}
+	nc, js, err := a.connect(cfg, roles)
 	if err != nil {
 		return nil, err
 	}
-	nc, js, err := natsx.ConnectInProcess(a.ns, "logbook")
-	if err != nil {
-		return nil, err
-	}
-	a.nc = nc
 	if err := natsx.Prepare(ctx, js, cfg.Limits); err != nil {
 		return nil, err
 	}
 	audit := selfaudit.New(js, log.With("service", "selfaudit"))
-	keyStore, err := apikey.Open(ctx, js)
-	if err != nil {
-		return nil, err
+	var keyStore *apikey.Store
+	if roles.HTTP() {
+		if keyStore, err = apikey.Open(ctx, js); err != nil {
+			return nil, err
+		}
+		host, _ := os.Hostname()
+		keyStore.BeforeChange(selfaudit.KeyChanges(audit, host))
+		if a.GeneratedKey, err = keyStore.Ensure(ctx, cfg.APIKey); err != nil {
+			return nil, err
+		}
 	}
-	host, _ := os.Hostname()
-	keyStore.BeforeChange(selfaudit.KeyChanges(audit, host))
-	if a.GeneratedKey, err = keyStore.Ensure(ctx, cfg.APIKey); err != nil {
-		return nil, err
+	if roles.Storage() {
+		db, err := store.OpenEmbedded(cfg.LibPath, filepath.Join(cfg.DataDir, "clickhouse"))
+		if err != nil {
+			return nil, err
+		}
+		a.store = store.New(db)
+		if err := a.store.Migrate(ctx); err != nil {
+			return nil, err
+		}
 	}
-	db, err := store.OpenEmbedded(cfg.LibPath, filepath.Join(cfg.DataDir, "clickhouse"))
-	if err != nil {
-		return nil, err
+	a.obs = newInstruments(js, a.store, roles, cfg.BacklogAfter, log)
+	if roles.Ingest || roles.Validator {
+		if a.reg, err = schema.NewRegistry(ctx, js, log); err != nil {
+			return nil, err
+		}
 	}
-	a.store = store.New(db)
-	if err := a.store.Migrate(ctx); err != nil {
-		return nil, err
+	if roles.HTTP() {
+		if a.keys, err = apikey.NewVerifier(ctx, js, log, apikey.VerifierConfig{UsageFlush: cfg.KeyUsageFlush}); err != nil {
+			return nil, err
+		}
 	}
-	a.obs = newInstruments(js, a.store, cfg.BacklogAfter, log)
-	if a.reg, err = schema.NewRegistry(ctx, js, log); err != nil {
-		return nil, err
+	if roles.Storage() {
+		if a.ret, err = retention.Watch(ctx, js, log); err != nil {
+			return nil, err
+		}
 	}
-	if a.keys, err = apikey.NewVerifier(ctx, js, log, apikey.VerifierConfig{UsageFlush: cfg.KeyUsageFlush}); err != nil {
-		return nil, err
+	var publishChecks []func(context.Context) error
+	var runs []func(context.Context) error
+	if roles.Validator {
+		val, err := worker.New(ctx, js, a.reg, cfg.Valid, log.With("service", "validator"))
+		if err != nil {
+			return nil, err
+		}
+		val.UseMetrics(a.obs.validator)
+		a.obs.health.AddDegraded("validator_output", val.OutputCheck())
+		publishChecks = append(publishChecks, val.Check)
+		runs = append(runs, val.Run)
 	}
-
-	if a.ret, err = retention.Watch(ctx, js, log); err != nil {
-		return nil, err
+	if roles.Writer {
+		wr, err := batcher.New(ctx, js, retention.Stamper{Store: a.obs.writerStore, Policies: a.ret}, cfg.Writer, log.With("service", "writer"))
+		if err != nil {
+			return nil, err
+		}
+		runs = append(runs, wr.Run)
 	}
-	val, err := worker.New(ctx, js, a.reg, cfg.Valid, log.With("service", "validator"))
-	if err != nil {
-		return nil, err
+	var exp *export.Service
+	if roles.Query {
+		if exp, err = export.Open(ctx, js, a.obs.queryStore, a.ret, cfg.Export, log.With("service", "export")); err != nil {
+			return nil, err
+		}
+		sweep := func(ctx context.Context) error {
+			organizations.Sweep(ctx, a.ret, a.store, cfg.RetentionSweep, log.With("service", "retention"))
+			return nil
+		}
+		runs = append(runs, exp.Run, sweep)
 	}
-	val.UseMetrics(a.obs.validator)
-	a.obs.health.AddDegraded("validator_output", val.OutputCheck())
-	wr, err := batcher.New(ctx, js, retention.Stamper{Store: a.obs.writerStore, Policies: a.ret}, cfg.Writer, log.With("service", "writer"))
-	if err != nil {
-		return nil, err
-	}
-	exp, err := export.Open(ctx, js, a.obs.queryStore, a.ret, cfg.Export, log.With("service", "export"))
-	if err != nil {
-		return nil, err
-	}
-	sweep := func(ctx context.Context) error {
-		organizations.Sweep(ctx, a.ret, a.store, cfg.RetentionSweep, log.With("service", "retention"))
-		return nil
-	}
-	trim := func(ctx context.Context) error {
+	// Settled events older than the keep time go; several trimmers (one per process) are harmless.
+	runs = append(runs, func(ctx context.Context) error {
 		natsx.NewTrimmer(js, log.With("service", "trimmer"), event.StreamRaw, event.StreamValid).Run(ctx)
 		return nil
-	}
+	})
 	wctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	for _, run := range []func(context.Context) error{val.Run, wr.Run, exp.Run, sweep, trim} {
+	for _, run := range runs {
 		a.workers.Add(1)
 		go func() {
 			defer a.workers.Done()
@@ -215,45 +253,85 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 		}()
 	}
 
-	rawStream, err := js.Stream(ctx, event.StreamRaw)
-	if err != nil {
-		return nil, fmt.Errorf("failed to open stream %s: %w", event.StreamRaw, err)
+	var rawStream jetstream.Stream
+	if roles.Ingest {
+		if rawStream, err = js.Stream(ctx, event.StreamRaw); err != nil {
+			return nil, fmt.Errorf("failed to open stream %s: %w", event.StreamRaw, err)
+		}
+		a.raw = natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
+		publishChecks = append(publishChecks, a.raw.Check)
 	}
-	raw := natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
-	a.raw = raw
-	a.obs.health.Add("publish", func(ctx context.Context) error { return errors.Join(raw.Check(ctx), val.Check(ctx)) })
+	if len(publishChecks) > 0 {
+		a.obs.health.Add("publish", func(ctx context.Context) error {
+			var errs []error
+			for _, check := range publishChecks {
+				errs = append(errs, check(ctx))
+			}
+			return errors.Join(errs...)
+		})
+	}
 	e := wire.NewServer(log)
 	a.echo = e
 	a.obs.serve(e)
+	if !roles.HTTP() {
+		return a, a.serve(e, cfg.Addr) // health and metrics only
+	}
 	g := e.Group("", wire.Auth(a.keys), wire.RateLimit(wire.NewLimiter(cfg.RateLimit)))
-	a.gw = gateway.New(raw, rawStream, a.reg, cfg.Gateway, log.With("service", "ingest"))
-	a.gw.UseAudit(audit)
-	a.gw.Register(g)
-	search.New(a.obs.queryStore, a.ret).Register(g)
-	orgs := organizations.New(a.ret, a.store, log.With("service", "queryapi"))
-	orgs.UseAudit(audit)
-	orgs.Register(g)
-	exp.UseAudit(audit)
-	exp.Register(g)
-	reconcile.NewAPI(js, a.store).Register(g)
+	if roles.Ingest {
+		a.gw = gateway.New(a.raw, rawStream, a.reg, cfg.Gateway, log.With("service", "ingest"))
+		a.gw.UseAudit(audit)
+		a.gw.Register(g)
+	}
 	keyAdmin := apikeys.New(keyStore, audit)
 	keyAdmin.UseLocal(a.keys)
 	apikeys.NewAPI(keyAdmin, log.With("service", "queryapi")).Register(g)
-	rd, err := redrive.New(ctx, js, log.With("service", "validator"))
-	if err != nil {
-		return nil, err
+	if roles.Validator {
+		rd, err := redrive.New(ctx, js, log.With("service", "validator"))
+		if err != nil {
+			return nil, err
+		}
+		rd.UseAudit(audit)
+		rd.Register(g)
 	}
-	rd.UseAudit(audit)
-	rd.Register(g)
-	exp.RegisterDownload(e)
-	links, err := portal.LoadLinks(ctx, js)
-	if err != nil {
-		return nil, err
+	if roles.Query {
+		search.New(a.obs.queryStore, a.ret).Register(g)
+		orgs := organizations.New(a.ret, a.store, log.With("service", "queryapi"))
+		orgs.UseAudit(audit)
+		orgs.Register(g)
+		exp.UseAudit(audit)
+		exp.Register(g)
+		reconcile.NewAPI(js, a.store).Register(g)
+		exp.RegisterDownload(e)
+		links, err := portal.LoadLinks(ctx, js)
+		if err != nil {
+			return nil, err
+		}
+		viewer := portal.New(links, search.New(a.obs.queryStore, a.ret), exp, cfg.Portal, log.With("service", "portal"))
+		viewer.UseAudit(audit)
+		viewer.Register(e, g)
 	}
-	viewer := portal.New(links, search.New(a.obs.queryStore, a.ret), exp, cfg.Portal, log.With("service", "portal"))
-	viewer.UseAudit(audit)
-	viewer.Register(e, g)
 	return a, a.serve(e, cfg.Addr)
+}
+
+// connect starts the embedded NATS server and connects to it in-process, or connects to the
+// external one at cfg.NATSURL, with cfg.NATSAuth's credentials either way.
+func (a *App) connect(cfg Config, roles Roles) (nc *nats.Conn, js jetstream.JetStream, err error) {
+	opts, err := cfg.NATSAuth.Options()
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.NATSURL != "" {
+		nc, js, err = natsx.Connect(cfg.NATSURL, "logbook-"+strings.ReplaceAll(roles.String(), ",", "-"), opts...)
+	} else {
+		a.ns, err = natsembed.Start(natsembed.Config{StoreDir: filepath.Join(cfg.DataDir, "nats"), Listen: cfg.NATSListen,
+			User: cfg.NATSAuth.User, Password: cfg.NATSAuth.Password})
+		if err != nil {
+			return nil, nil, err
+		}
+		nc, js, err = natsx.ConnectInProcess(a.ns, "logbook", opts...)
+	}
+	a.nc = nc
+	return nc, js, err
 }
 
 // Store is the ClickHouse store this process writes and reads (for tests and tools).

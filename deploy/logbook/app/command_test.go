@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"github.com/logbookhq/logbook/pkg/natsx"
 	"log/slog"
 	"regexp"
 	"testing"
@@ -21,7 +22,7 @@ import (
 func keysCommand(t *testing.T, dataDir, natsURL string, args ...string) (string, error) {
 	t.Helper()
 	ctx := context.Background()
-	adm, err := OpenAdmin(ctx, dataDir, natsURL)
+	adm, err := OpenAdmin(ctx, dataDir, natsURL, natsx.Auth{})
 	if err != nil {
 		return "", err
 	}

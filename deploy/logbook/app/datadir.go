@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/natsembed"
 	"github.com/logbookhq/logbook/pkg/natsx"
 )
 
@@ -52,9 +53,13 @@ type Admin struct {
 // (ErrDataDirInUse). It never creates or reconfigures streams: a command run with other
 // LOGBOOK_STREAM_* values than the server's must not change its limits (Logbook must have started
 // once). Close ends it.
-func OpenAdmin(ctx context.Context, dataDir, natsURL string) (*Admin, error) {
+func OpenAdmin(ctx context.Context, dataDir, natsURL string, auth natsx.Auth) (*Admin, error) {
+	opts, err := auth.Options()
+	if err != nil {
+		return nil, err
+	}
 	if natsURL != "" {
-		nc, js, err := natsx.Connect(natsURL, "logbook-admin")
+		nc, js, err := natsx.Connect(natsURL, "logbook-admin", opts...)
 		if err != nil {
 			return nil, err
 		}
@@ -67,7 +72,7 @@ func OpenAdmin(ctx context.Context, dataDir, natsURL string) (*Admin, error) {
 	if err != nil {
 		return nil, err
 	}
-	ns, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: filepath.Join(dataDir, "nats")})
+	ns, err := natsembed.Start(natsembed.Config{StoreDir: filepath.Join(dataDir, "nats"), User: auth.User, Password: auth.Password})
 	if err != nil {
 		_ = unlock()
 		return nil, err
@@ -77,7 +82,7 @@ func OpenAdmin(ctx context.Context, dataDir, natsURL string) (*Admin, error) {
 		ns.WaitForShutdown()
 		_ = unlock()
 	}
-	nc, js, err := natsx.ConnectInProcess(ns, "logbook-admin")
+	nc, js, err := natsx.ConnectInProcess(ns, "logbook-admin", opts...)
 	if err != nil {
 		stop()
 		return nil, err

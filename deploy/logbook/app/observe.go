@@ -30,25 +30,35 @@ type instruments struct {
 	validator               *obs.Validator
 }
 
-func newInstruments(js jetstream.JetStream, st *store.Store, backlogAfter time.Duration, log *slog.Logger) *instruments {
+func newInstruments(js jetstream.JetStream, st *store.Store, roles Roles, backlogAfter time.Duration, log *slog.Logger) *instruments {
 	reg := obs.NewRegistry()
 	h := obs.NewHealth(log)
 	h.Add("nats", obs.NATSCheck(js))
-	h.Add("clickhouse", st.Ping)
 	h.AddDegraded("backlog", obs.BacklogCheck(js, backlogAfter, event.StreamRaw, event.StreamValid))
 	h.AddDegraded("streams", obs.StreamFillCheck(js, event.StreamRaw, event.StreamValid, event.StreamRejected))
-	reg.MustRegister(
-		obs.NewJetStream("ingest", js, []string{event.StreamRaw}),
-		obs.NewJetStream("validator", js, []string{event.StreamRejected},
-			obs.Consumer{Stream: event.StreamRaw, Name: event.ConsumerValidator}),
-		obs.NewJetStream("writer", js, []string{event.StreamValid},
-			obs.Consumer{Stream: event.StreamValid, Name: event.ConsumerWriter}),
-	)
-	return &instruments{
-		reg: reg, health: h, validator: obs.NewValidator(reg),
-		writerStore: st.Decorate(storemetrics.Decorator(reg, "writer")),
-		queryStore:  st.Decorate(storemetrics.Decorator(reg, "queryapi")),
+	in := &instruments{reg: reg, health: h}
+	if roles.Ingest {
+		reg.MustRegister(obs.NewJetStream("ingest", js, []string{event.StreamRaw}))
 	}
+	if roles.Validator {
+		reg.MustRegister(obs.NewJetStream("validator", js, []string{event.StreamRejected},
+			obs.Consumer{Stream: event.StreamRaw, Name: event.ConsumerValidator}))
+		in.validator = obs.NewValidator(reg)
+	}
+	if roles.Writer {
+		reg.MustRegister(obs.NewJetStream("writer", js, []string{event.StreamValid},
+			obs.Consumer{Stream: event.StreamValid, Name: event.ConsumerWriter}))
+	}
+	if st != nil {
+		h.Add("clickhouse", st.Ping)
+	}
+	if roles.Writer {
+		in.writerStore = st.Decorate(storemetrics.Decorator(reg, "writer"))
+	}
+	if roles.Query {
+		in.queryStore = st.Decorate(storemetrics.Decorator(reg, "queryapi"))
+	}
+	return in
 }
 
 // serve counts e's requests by service and adds GET /metrics and /readyz to it.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/natsembed"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/schema"
 	"github.com/logbookhq/logbook/validator/redrive"
@@ -26,7 +27,7 @@ import (
 // run lists and changes nothing, the redrive puts the event back through a running validator, a
 // second run finds it done.
 func TestRedriveCommand(t *testing.T) {
-	ns, err := natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	ns, err := natsembed.Start(natsembed.Config{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"})
 	require.NoError(t, err)
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
 	nc, js, err := natsx.Connect(ns.ClientURL(), "test")

@@ -16,8 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/logbookhq/logbook/pkg/event"
-	"github.com/logbookhq/logbook/pkg/natstest"
 	"github.com/logbookhq/logbook/pkg/natsembed"
+	"github.com/logbookhq/logbook/pkg/natstest"
 	"github.com/logbookhq/logbook/pkg/natsx"
 )
 

@@ -12,8 +12,8 @@ import (
 
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
-	"github.com/logbookhq/logbook/pkg/natstest"
 	"github.com/logbookhq/logbook/pkg/natsembed"
+	"github.com/logbookhq/logbook/pkg/natstest"
 	"github.com/logbookhq/logbook/pkg/natsx"
 )
 

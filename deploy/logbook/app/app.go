@@ -25,6 +25,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/failpoint"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/retention"
 	"github.com/logbookhq/logbook/pkg/schema"
@@ -62,6 +63,14 @@ type Config struct {
 	RateLimit wire.RateLimitConfig
 	// RetentionSweep is how often shortened retentions are enforced on older rows. Default 1 h.
 	RetentionSweep time.Duration
+	// Writers is how many writer loops run in the process (LOGBOOK_WRITERS, default 1). They share
+	// the durable consumer and the batch ledger exactly as separate writer processes do, so more
+	// than one is how the single process exercises, and tests, several writers.
+	Writers int
+	// StopMerges keeps every row ClickHouse stores visible until the data directory is deleted
+	// (store.StopMerges), so duplicate checks cannot be fooled by a merge. For tests only; the
+	// binary sets it from the failpoint store-stop-merges (LOGBOOK_FAILPOINTS=store-stop-merges=value:on).
+	StopMerges bool
 }
 
 // ConfigFromEnv reads the LOGBOOK_* variables documented in the README.
@@ -69,6 +78,7 @@ func ConfigFromEnv(env *config.Env) Config {
 	gw, vc, wc := gateway.DefaultConfig(), worker.DefaultConfig(), batcher.DefaultConfig()
 	gw.MaxBodyBytes = env.Int("LOGBOOK_MAX_BODY_BYTES", gw.MaxBodyBytes, 1<<10, 900<<10)
 	wc.MaxRows = int(env.Int("LOGBOOK_BATCH_ROWS", int64(wc.MaxRows), 1, 1_000_000))
+	wc.MaxBytes = int(env.Int("LOGBOOK_BATCH_BYTES", int64(wc.MaxBytes), 64<<10, 1<<30))
 	wc.MaxWait = env.Duration("LOGBOOK_BATCH_WAIT", wc.MaxWait)
 	vc.AckWait = env.Duration("LOGBOOK_VALIDATOR_ACK_WAIT", vc.AckWait)
 	wc.AckWait = env.Duration("LOGBOOK_WRITER_ACK_WAIT", wc.AckWait)
@@ -88,6 +98,8 @@ func ConfigFromEnv(env *config.Env) Config {
 		Portal:         portal.ConfigFromEnv(env),
 		RateLimit:      wire.RateLimitFromEnv(env),
 		RetentionSweep: env.Duration("LOGBOOK_RETENTION_SWEEP", time.Hour),
+		Writers:        int(env.Int("LOGBOOK_WRITERS", 1, 1, 16)),
+		StopMerges:     failpoint.Value("store-stop-merges") != "",
 	}
 }
 
@@ -149,6 +161,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if err := a.store.Migrate(ctx); err != nil {
 		return nil, err
 	}
+	if cfg.StopMerges {
+		log.Warn("merges stopped on the events table (a test setting): duplicates stay visible, parts are never merged")
+		if err := a.store.StopMerges(ctx); err != nil {
+			return nil, err
+		}
+	}
 	a.obs = newInstruments(js, a.store, log)
 	if a.reg, err = schema.NewRegistry(ctx, js, log); err != nil {
 		return nil, err
@@ -167,9 +185,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 		return nil, err
 	}
 	val.UseMetrics(a.obs.validator)
-	wr, err := batcher.New(ctx, js, retention.Stamper{Store: a.obs.writerStore, Policies: a.ret}, cfg.Writer, log.With("service", "writer"))
-	if err != nil {
-		return nil, err
+	var writers []func(context.Context) error
+	for i := range max(cfg.Writers, 1) {
+		wr, err := batcher.New(ctx, js, a.obs.writerStore, cfg.Writer, log.With("service", "writer", "writer", i))
+		if err != nil {
+			return nil, err
+		}
+		wr.UseRetention(a.ret.Days)
+		writers = append(writers, wr.Run)
 	}
 	exp, err := export.Open(ctx, js, a.obs.queryStore, a.ret, cfg.Export, log.With("service", "export"))
 	if err != nil {
@@ -181,7 +204,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	}
 	wctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	for _, run := range []func(context.Context) error{val.Run, wr.Run, exp.Run, sweep} {
+	for _, run := range append([]func(context.Context) error{val.Run, exp.Run, sweep}, writers...) {
 		a.workers.Add(1)
 		go func() {
 			defer a.workers.Done()

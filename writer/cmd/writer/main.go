@@ -35,6 +35,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	cfg := batcher.DefaultConfig()
 	cfg.AckWait = env.Duration("LOGBOOK_WRITER_ACK_WAIT", cfg.AckWait)
 	cfg.MaxRows = int(env.Int("LOGBOOK_BATCH_ROWS", int64(cfg.MaxRows), 1, 1_000_000))
+	cfg.MaxBytes = int(env.Int("LOGBOOK_BATCH_BYTES", int64(cfg.MaxBytes), 64<<10, 1<<30))
 	cfg.MaxWait = env.Duration("LOGBOOK_BATCH_WAIT", cfg.MaxWait)
 	adminAddr := env.Addr("LOGBOOK_ADMIN_ADDR", obs.DefaultAdminAddr)
 	st, err := store.ServerFromEnv(ctx, env)
@@ -58,16 +59,17 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	adm.Health.Add("clickhouse", st.Ping)
 	adm.Registry.MustRegister(obs.NewJetStream("writer", js, []string{event.StreamValid},
 		obs.Consumer{Stream: event.StreamValid, Name: event.ConsumerWriter}))
-	// Each row is stamped with its organization's current retention (the TTL drops parts by it).
+	// Each row is stamped with its organization's retention (the TTL drops parts by it).
 	ret, err := retention.Watch(ctx, js, log)
 	if err != nil {
 		return err
 	}
 	defer ret.Close()
-	w, err := batcher.New(ctx, js, retention.Stamper{Store: st.Decorate(storemetrics.Decorator(adm.Registry, "writer")), Policies: ret}, cfg, log)
+	w, err := batcher.New(ctx, js, st.Decorate(storemetrics.Decorator(adm.Registry, "writer")), cfg, log)
 	if err != nil {
 		return err
 	}
+	w.UseRetention(ret.Days)
 	log.Info("writing")
 	return w.Run(ctx)
 }

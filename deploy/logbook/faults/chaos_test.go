@@ -14,11 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestChaos is `make chaos`: a bounded soak (LOGBOOK_CHAOS_DURATION, default 2m, at most 3m) in
-// which several producers load the single-process Logbook while it is killed with SIGKILL or
-// paused with SIGSTOP every few seconds. It prints sent / acked / stored / lost / duplicated per
-// organization and fails on any loss or duplicate. Skipped unless LOGBOOK_CHAOS=1.
-func TestChaos(t *testing.T) {
+// chaosDuration is the whole chaos budget (LOGBOOK_CHAOS_DURATION, default 2m, at most 3m),
+// shared by the scenarios below.
+func chaosDuration(t *testing.T) time.Duration {
 	if os.Getenv("LOGBOOK_CHAOS") != "1" {
 		t.Skip("chaos soak runs with `make chaos` (LOGBOOK_CHAOS=1)")
 	}
@@ -26,7 +24,30 @@ func TestChaos(t *testing.T) {
 	if d, err := time.ParseDuration(os.Getenv("LOGBOOK_CHAOS_DURATION")); err == nil && d > 0 {
 		duration = min(d, 3*time.Minute)
 	}
-	orgs := []string{"org_chaos_a", "org_chaos_b", "org_chaos_c"}
+	return duration
+}
+
+// TestChaos is `make chaos`: a bounded soak (two thirds of the chaos budget) in which several
+// producers load the single-process Logbook while it is killed with SIGKILL or paused with SIGSTOP
+// every few seconds. It prints sent / acked / stored / lost / duplicated per organization and
+// fails on any loss or duplicate. Skipped unless LOGBOOK_CHAOS=1.
+func TestChaos(t *testing.T) {
+	soak(t, chaosDuration(t)*2/3, []string{"org_chaos_a", "org_chaos_b", "org_chaos_c"})
+}
+
+// TestChaosTwoWriters is `make chaos`'s two-writer scenario (a third of the budget): the same
+// soak with two writer loops (LOGBOOK_WRITERS=2, and two validator loops where the process has
+// LOGBOOK_VALIDATORS) on a short ack wait, so pauses longer than it make JetStream redeliver
+// messages to the other loop while an INSERT holding them is under way.
+func TestChaosTwoWriters(t *testing.T) {
+	soak(t, chaosDuration(t)/3, []string{"org_chaos_2w_a", "org_chaos_2w_b"},
+		"LOGBOOK_WRITERS=2", "LOGBOOK_VALIDATORS=2", "LOGBOOK_WRITER_ACK_WAIT=1s", "LOGBOOK_VALIDATOR_ACK_WAIT=1s")
+}
+
+// soak loads a Logbook on one data directory for duration while killing and pausing it, then
+// restarts it, lets producers retry what was not acknowledged, and reports per organization.
+// Duplicates are counted as rows per event id with merges stopped (copies).
+func soak(t *testing.T, duration time.Duration, orgs []string, env ...string) {
 	ledgers := map[string]*ledger{}
 	next := map[string]*int{}
 	for _, o := range orgs {
@@ -38,7 +59,7 @@ func TestChaos(t *testing.T) {
 	end := time.Now().Add(duration)
 	kills, pauses := 0, 0
 	for time.Now().Before(end) {
-		n := start(t, dir, "")
+		n := start(t, dir, "", env...)
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		for _, o := range orgs {
@@ -49,7 +70,7 @@ func TestChaos(t *testing.T) {
 		for i := 0; i < rng.IntN(3); i++ {
 			time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
 			_ = n.cmd.Process.Signal(syscall.SIGSTOP)
-			time.Sleep(time.Duration(200+rng.IntN(800)) * time.Millisecond)
+			time.Sleep(time.Duration(200+rng.IntN(1800)) * time.Millisecond)
 			_ = n.cmd.Process.Signal(syscall.SIGCONT)
 			pauses++
 		}
@@ -59,9 +80,7 @@ func TestChaos(t *testing.T) {
 		close(stop)
 		wg.Wait()
 	}
-	final := start(t, dir, "")
-	var report []string
-	failed := false
+	final := start(t, dir, "", env...)
 	for _, o := range orgs {
 		l := ledgers[o]
 		for i := range l.sent { // producers retry what was not acknowledged, with the same keys
@@ -71,25 +90,37 @@ func TestChaos(t *testing.T) {
 		}
 	}
 	waitSettled(t, final)
+	counts := map[string]map[int]int{}
+	for _, o := range orgs {
+		counts[o] = stored(t, final.addr, o)
+	}
+	final.kill()
+	rows := copies(t, dir, orgs...)
+	var report []string
+	failed := false
 	for _, o := range orgs {
 		l := ledgers[o]
-		counts := stored(t, final.addr, o)
 		lost, dup := 0, 0
 		for i := range l.acked {
-			if counts[i] == 0 {
+			if counts[o][i] == 0 {
 				lost++
 			}
 		}
-		for i, c := range counts {
+		for i, c := range counts[o] {
 			if c > 1 || !l.sent[i] {
 				dup++
 			}
 		}
+		for _, r := range rows[o] {
+			if r > 1 {
+				dup++
+			}
+		}
 		failed = failed || lost > 0 || dup > 0
-		report = append(report, fmt.Sprintf("%-12s sent %6d  acked %6d  stored %6d  lost %d  duplicated %d",
-			o, len(l.sent), len(l.acked), len(counts), lost, dup))
+		report = append(report, fmt.Sprintf("%-15s sent %6d  acked %6d  stored %6d  lost %d  duplicated %d",
+			o, len(l.sent), len(l.acked), len(counts[o]), lost, dup))
 	}
 	sort.Strings(report)
-	fmt.Printf("chaos: %s, %d kills, %d pauses\n%s\n", duration, kills, pauses, strings.Join(report, "\n"))
+	fmt.Printf("%s: %s, %d kills, %d pauses %v\n%s\n", t.Name(), duration, kills, pauses, env, strings.Join(report, "\n"))
 	require.False(t, failed, "events were lost or duplicated")
 }

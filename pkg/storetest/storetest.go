@@ -49,6 +49,17 @@ func Shared(t testing.TB) *store.Store {
 	return shared
 }
 
+// Main runs a test binary's tests (call it from TestMain: os.Exit(storetest.Main(m))) and then
+// closes the shared engine, if a test opened it. Closing matters under -race: a process that exits
+// with the engine still open crashes in the race detector's exit hook after every test passed.
+func Main(m *testing.M) int {
+	code := m.Run()
+	if shared != nil {
+		_ = shared.Close()
+	}
+	return code
+}
+
 // NewOrg returns a fresh organization id, so tests sharing the engine never see each other's rows.
 func NewOrg(t testing.TB) string {
 	t.Helper()

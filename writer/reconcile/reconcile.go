@@ -43,9 +43,11 @@ const MaxListed = 100
 // DefaultWindow is the receive-time window reconciled at a time: memory holds one window's events.
 const DefaultWindow = time.Hour
 
-// slack is how far a stream message's time may lie from its event's receive time and still be
-// read with the window without looking further: the publish delay of each hop and clock skew.
-const slack = time.Minute
+// DefaultSlack is how far a stream message's time may lie from its event's receive time and still
+// be read with the event's window without looking further: the publish delay of each hop, and the
+// clock skew between the gateway and the NATS servers. Each window's streams are read from its
+// start less the slack to its end plus the slack.
+const DefaultSlack = time.Minute
 
 // HeaderRejectSide, when set on a rejected message ("input" or "output"), says on which side of
 // the pipeline the cause of the rejection lies; without it the side follows from the reason.
@@ -134,6 +136,8 @@ type Options struct {
 	Window time.Duration
 	// Org, when set, reconciles that organization only.
 	Org string
+	// Slack is DefaultSlack when zero.
+	Slack time.Duration
 }
 
 // Run reconciles the events received in [Since, Until).
@@ -145,7 +149,10 @@ func Run(ctx context.Context, js jetstream.JetStream, st Store, opts Options) (*
 	if opts.Window <= 0 {
 		opts.Window = DefaultWindow
 	}
-	r := &reconciler{js: js, st: st, org: opts.Org, orgs: map[string]*Org{}}
+	if opts.Slack <= 0 {
+		opts.Slack = DefaultSlack
+	}
+	r := &reconciler{js: js, st: st, org: opts.Org, slack: opts.Slack, orgs: map[string]*Org{}}
 	var err error
 	if r.raw, err = openStream(ctx, js, event.StreamRaw, event.ConsumerValidator); err != nil {
 		return nil, err
@@ -160,10 +167,14 @@ func Run(ctx context.Context, js jetstream.JetStream, st Store, opts Options) (*
 	// The raw and valid streams give up messages every consumer has settled after a while: before
 	// the oldest they still hold (and its slack), there is nothing to compare ClickHouse with.
 	for _, s := range []*streamState{r.raw, r.valid} {
-		if s.trimmed && s.first.Add(slack).After(rep.Since) {
-			rep.Since = s.first.Add(slack)
+		if s.trimmed && s.first.Add(r.slack).After(rep.Since) {
+			rep.Since = s.first.Add(r.slack)
 		}
 	}
+	// Window bounds on whole milliseconds, as ClickHouse compares received_at (DateTime64(3)).
+	rep.Since, rep.Until = rep.Since.Truncate(time.Millisecond), rep.Until.Truncate(time.Millisecond)
+	opts.Until = rep.Until
+	opts.Window = max(opts.Window.Truncate(time.Millisecond), time.Millisecond)
 	for t0 := rep.Since; t0.Before(opts.Until); t0 = t0.Add(opts.Window) {
 		if err := r.window(ctx, t0, minTime(t0.Add(opts.Window), opts.Until)); err != nil {
 			return nil, err
@@ -260,6 +271,7 @@ type reconciler struct {
 	js                        jetstream.JetStream
 	st                        Store
 	org                       string // only this organization, when set
+	slack                     time.Duration
 	raw, valid, rejected      *streamState
 	orgs                      map[string]*Org
 	storedIDs                 int64
@@ -298,7 +310,7 @@ func (r *reconciler) window(ctx context.Context, t0, t1 time.Time) error {
 	in := func(m *message) bool {
 		return !m.receivedAt.Before(t0) && m.receivedAt.Before(t1) && (r.org == "" || m.org == r.org)
 	}
-	bound := t1.Add(slack)
+	bound := t1.Add(r.slack)
 	past := func(m *message) bool { return !m.at.Before(bound) }
 
 	raw, err := r.scan(ctx, r.raw, t0)
@@ -497,7 +509,7 @@ type scanner struct {
 
 func (r *reconciler) scan(ctx context.Context, s *streamState, from time.Time) (*scanner, error) {
 	sc := &scanner{s: s}
-	start := from.Add(-slack)
+	start := from.Add(-r.slack)
 	if s.last == 0 || start.After(s.end) {
 		sc.done = true // nothing that recent
 		return sc, nil

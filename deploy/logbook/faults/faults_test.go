@@ -283,7 +283,7 @@ func check(t *testing.T, n *node, org string, l *ledger) {
 		t.Logf("logbook's log:\n%s", n.log)
 	}
 	require.Empty(t, lost, "acknowledged events lost")
-	require.Empty(t, dup, "events stored twice (under two ids)")
+	require.Empty(t, dup, "events listed twice (the same event in two rows)")
 	require.Empty(t, twice, "event ids held by more than one row")
 	require.Empty(t, phantom, "events stored that were never sent")
 	require.NotEmpty(t, l.acked, "the scenario acknowledged nothing: it tested nothing")
@@ -463,7 +463,7 @@ func TestTwoWritersUnderRedeliveriesMidInsert(t *testing.T) {
 	stop := make(chan struct{})
 	go func() {
 		defer close(stop)
-		for i := 0; i < 4; i++ {
+		for i := 0; i < 6; i++ {
 			time.Sleep(2 * time.Second)
 			_ = n.cmd.Process.Signal(syscall.SIGSTOP)
 			time.Sleep(1500 * time.Millisecond)

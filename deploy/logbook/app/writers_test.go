@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -51,4 +52,32 @@ func TestSeveralWriterLoopsStoreEachEventOnce(t *testing.T) {
 	wg.Wait()
 	c.waitFor("org_writers", 400)
 	assert.Equal(t, uint64(400), storedCount(t, a, "org_writers"))
+}
+
+// GET /admin/reconcile keeps working with its new parameters: a window, one organization; bad
+// values are 400.
+func TestReconcileRoute(t *testing.T) {
+	a := startT(t)
+	c := a.client(t, testKey)
+	lines := make([]string, 20)
+	for i := range lines {
+		lines[i] = ndjsonLine("org_recon", i, fmt.Sprintf("r%d", i))
+	}
+	status, out := c.bulk([]byte(strings.Join(lines, "\n")), "application/x-ndjson")
+	require.Equal(t, 200, status, "%v", out)
+	c.waitFor("org_recon", 20)
+	require.Eventually(t, func() bool {
+		r := c.do("GET", "/admin/reconcile?since=1h&window=10m&organization_id=org_recon", nil)
+		require.Equal(t, 200, r.status, "%s", r.raw)
+		orgs, _ := r.body["organizations"].([]any)
+		if len(orgs) != 1 {
+			return false
+		}
+		o := orgs[0].(map[string]any)
+		return r.body["ok"] == true && o["stored"] == float64(20) && o["in_flight"] == float64(0) && r.body["window"] == "10m0s"
+	}, 20*time.Second, 100*time.Millisecond, "reconciliation of the organization never came out clean")
+	for _, q := range []string{"window=1s", "window=often", "organization_id=org%20bad", "since=yesterday"} {
+		r := c.do("GET", "/admin/reconcile?"+q, nil)
+		assert.Equal(t, 400, r.status, "%s: %s", q, r.raw)
+	}
 }

@@ -236,6 +236,7 @@ func (w *Writer) flush(ctx, stop context.Context, msgs []jetstream.Msg) {
 		items = append(items, item{meta.Sequence.Stream, m, rec})
 	}
 	slices.SortFunc(items, func(a, b item) int { return cmp.Compare(a.seq, b.seq) })
+	backoff := 100 * time.Millisecond
 	for len(items) > 0 {
 		// Every message is looked up, not only those JetStream marks as redelivered: after a crash
 		// the consumer's delivery counts may be gone, and a message delivered before looks new.
@@ -276,7 +277,8 @@ func (w *Writer) flush(ctx, stop context.Context, msgs []jetstream.Msg) {
 				w.held.release(msgsOf(fresh)...)
 				return
 			}
-			sleep(stop, 100*time.Millisecond)
+			sleep(stop, backoff)
+			backoff = min(2*backoff, 10*time.Second)
 			items = fresh
 			continue
 		}
@@ -515,9 +517,14 @@ func (w *Writer) readBatch(ctx context.Context, r *batchRecord) ([]*event.Record
 	return recs, nil
 }
 
-// prune removes the ledger records the consumer's ack floor has passed.
+// prune removes the ledger records the consumer's ack floor has passed. It reads what other
+// writers recorded first, so the records of a writer that is gone are pruned too.
 func (w *Writer) prune(ctx context.Context) {
 	w.lastPrune = time.Now()
+	if err := w.ledger.catchUp(ctx); err != nil {
+		w.log.Warn("could not read the batch ledger to prune it", "err", err)
+		return
+	}
 	info, err := w.cons.Info(ctx)
 	if err != nil {
 		w.log.Warn("could not read the writer consumer to prune the batch ledger", "err", err)

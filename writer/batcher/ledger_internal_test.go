@@ -265,4 +265,14 @@ func TestLedgerIsPrunedByTheAckFloor(t *testing.T) {
 	requireRows(t, storetest.Shared(t), org, 55)
 	require.Eventually(t, func() bool { return len(keys()) == 0 && w2.ledger.count() == 0 },
 		20*time.Second, 50*time.Millisecond, "records left: %v", keys())
+
+	// A record written by a writer that is gone, after this one last read the ledger, is pruned
+	// too: pruning reads the ledger first.
+	ghost, err := New(ctx, js, &sharedTrace{newTracingStore(t)}, cfg, log)
+	require.NoError(t, err)
+	late := recordOf(ghost, []uint64{2, 3})
+	late.State = stateAfter
+	require.NoError(t, ghost.ledger.put(ctx, late))
+	ghost.held.stop()
+	require.Eventually(t, func() bool { return len(keys()) == 0 }, 20*time.Second, 50*time.Millisecond, "records left: %v", keys())
 }

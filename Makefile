@@ -30,14 +30,15 @@ test: libchdb sdk
 	LOGBOOK_NOT_RUN=$$notrun go test $(TEST_FLAGS) $$tags $(GO_PKGS) || status=$$?; \
 	if [ -s $$notrun ]; then echo; sort -u $$notrun; fi; rm -f $$notrun; exit $$status
 
-## chaos: a bounded soak (CHAOS_DURATION, default 2m, at most 3m): producers load the single-process
-## Logbook while it is killed or paused every few seconds; prints sent/acked/stored/lost/duplicated
+## chaos: a bounded soak (CHAOS_DURATION, default 2m, at most 3m, shared by the scenarios):
+## producers load the single-process Logbook while it is killed or paused every few seconds, with
+## one writer loop and then with two (LOGBOOK_WRITERS=2); prints sent/acked/stored/lost/duplicated
 ## per organization and fails on any loss or duplicate; then a three-node R3 NATS cluster on loopback
 ## loses its stream leader and its quorum, and every acknowledged write must survive
 CHAOS_DURATION ?= 2m
 chaos: libchdb
 	LOGBOOK_CHAOS=1 LOGBOOK_CHAOS_DURATION=$(CHAOS_DURATION) go test -count=1 -timeout 10m -v \
-		-run '^(TestChaos|TestR3ClusterKeepsAcknowledgedWrites)$$' ./deploy/logbook/faults/ ./pkg/natsx/
+		-run '^(TestChaos|TestChaosTwoWriters|TestR3ClusterKeepsAcknowledgedWrites)$$' ./deploy/logbook/faults/ ./pkg/natsx/
 
 ## bench: build and start the single-process Logbook on a fresh temp dir, load it (single-event and
 ## bulk ingest, end to end, search and export at 1M and 10M events), measure the ceilings (raw

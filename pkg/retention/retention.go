@@ -20,7 +20,6 @@ import (
 
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/natsx"
-	"github.com/logbookhq/logbook/pkg/store"
 )
 
 // MaxDays is the longest retention Logbook accepts: ten years, WorkOS's longest period.
@@ -151,17 +150,4 @@ func (p *Policies) Set(ctx context.Context, org string, days int) error {
 	}
 	p.remember(org, uint16(days))
 	return nil
-}
-
-// Stamper is what the writer inserts through: a store whose rows carry their organization's
-// current retention.
-type Stamper struct {
-	Store    *store.Store
-	Policies *Policies
-}
-
-// Insert stores recs in one INSERT deduplicated by token, each row stamped with its organization's
-// current retention.
-func (s Stamper) Insert(ctx context.Context, token string, recs []*event.Record) error {
-	return s.Store.InsertWithRetention(ctx, token, recs, s.Policies.Days)
 }

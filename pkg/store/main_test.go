@@ -1,9 +1,10 @@
 package store_test
 
 import (
+	"os"
 	"testing"
 
 	"github.com/logbookhq/logbook/pkg/storetest"
 )
 
-func TestMain(m *testing.M) { storetest.Main(m) }
+func TestMain(m *testing.M) { os.Exit(storetest.Main(m)) }

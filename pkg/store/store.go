@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/logbookhq/logbook/pkg/event"
@@ -70,10 +71,12 @@ type DB interface {
 // Store reads and writes audit events. Safe for concurrent use.
 type Store struct {
 	db DB
+	// keepRows, shared by every Store decorating the same DB, is set by StopMerges (tests only).
+	keepRows *atomic.Bool
 }
 
 // New returns a Store on db. Call Migrate before use.
-func New(db DB) *Store { return &Store{db: db} }
+func New(db DB) *Store { return &Store{db: db, keepRows: new(atomic.Bool)} }
 
 // Close closes the underlying DB.
 func (s *Store) Close() error { return s.db.Close() }
@@ -90,13 +93,17 @@ var eventColumns = []string{
 }
 
 // InsertSettings are the settings of every events INSERT, explicit so nothing rests on a server
-// default: synchronous (no async insert buffer), deduplicated by the batch's token.
+// default: synchronous (no async insert buffer), deduplicated by the batch's token, and at most
+// MaxPartitionsPerInsert partitions per INSERT block (the writer groups rows so that no INSERT
+// needs more).
 func InsertSettings(token string) map[string]string {
 	return map[string]string{
-		"async_insert":               "0",
-		"insert_deduplicate":         "1",
-		"insert_deduplication_token": token,
-		"max_insert_block_size":      "1048576",
+		"async_insert":                             "0",
+		"insert_deduplicate":                       "1",
+		"insert_deduplication_token":               token,
+		"max_insert_block_size":                    "1048576",
+		"max_partitions_per_insert_block":          strconv.Itoa(MaxPartitionsPerInsert),
+		"throw_on_max_partitions_per_insert_block": "1",
 	}
 }
 
@@ -123,7 +130,11 @@ func (s *Store) InsertWithRetention(ctx context.Context, token string, recs []*e
 		}
 		rows[i] = row
 	}
-	if err := s.db.Insert(ctx, "events", eventColumns, InsertSettings(token), rows); err != nil {
+	settings := InsertSettings(token)
+	if s.keepRows.Load() {
+		settings["optimize_on_insert"] = "0" // StopMerges: rows with the same id stay two rows
+	}
+	if err := s.db.Insert(ctx, "events", eventColumns, settings, rows); err != nil {
 		return fmt.Errorf("failed to insert %d events (token %s): %w", len(recs), token, err)
 	}
 	return nil

@@ -1,6 +1,7 @@
 // Package storetest gives tests a real ClickHouse: the embedded engine (chDB) on a temporary data
-// directory, migrated. The engine allows one instance per process, so every test in a test binary
-// shares it; tests keep apart by using their own organization ids (NewOrg).
+// directory, migrated, with merges stopped (store.StopMerges) so that every duplicate stays visible
+// to Copies. The engine allows one instance per process, so every test in a test binary shares it;
+// tests keep apart by using their own organization ids (NewOrg).
 package storetest
 
 import (
@@ -8,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 
@@ -37,12 +39,25 @@ func Shared(t testing.TB) *store.Store {
 			return
 		}
 		shared = store.New(db)
-		err = shared.Migrate(context.Background())
+		if err = shared.Migrate(context.Background()); err == nil {
+			err = shared.StopMerges(context.Background())
+		}
 	})
 	if err != nil {
 		t.Fatalf("embedded ClickHouse unavailable (run `make libchdb` to fetch libchdb.so): %v", err)
 	}
 	return shared
+}
+
+// Main runs a test binary's tests (call it from TestMain: os.Exit(storetest.Main(m))) and then
+// closes the shared engine, if a test opened it. Closing matters under -race: a process that exits
+// with the engine still open crashes in the race detector's exit hook after every test passed.
+func Main(m *testing.M) int {
+	code := m.Run()
+	if shared != nil {
+		_ = shared.Close()
+	}
+	return code
 }
 
 // NewOrg returns a fresh organization id, so tests sharing the engine never see each other's rows.
@@ -53,13 +68,41 @@ func NewOrg(t testing.TB) string {
 	return "org_test_" + hex.EncodeToString(b[:])
 }
 
-// Main runs a test binary's tests and closes the shared engine before the process exits. Use it
-// as TestMain in every package that calls Shared: an engine left running while the process exits
-// crashes the race detector's exit hook.
-func Main(m *testing.M) {
-	code := m.Run()
-	if shared != nil {
-		_ = shared.Close()
+// Copies returns how many rows hold each stored event id of org: the duplicate check every test
+// that claims "stored once" uses (the faults tests, chaos, the single-process and SDK tests, the
+// writer's). It counts rows per id (no FINAL, no DISTINCT), and it fails the test unless merges are
+// stopped on s (store.StopMerges; Shared's store has them stopped): ReplacingMergeTree collapses
+// rows with the same id at some background merge, and a check running after that merge would see
+// one row where two were stored.
+func Copies(t testing.TB, s *store.Store, org string) map[string]uint64 {
+	t.Helper()
+	ctx := context.Background()
+	stopped, err := s.MergesStopped(ctx)
+	if err != nil {
+		t.Fatalf("failed to read the events table's settings: %v", err)
 	}
-	os.Exit(code)
+	if !stopped {
+		t.Fatal("merges are not stopped on this store (store.StopMerges): a merge could hide duplicates from the check")
+	}
+	out := map[string]uint64{}
+	if err := s.EachID(ctx, store.IDFilter{Org: org}, func(_, id string, rows uint64) error {
+		out[id] = rows
+		return nil
+	}); err != nil {
+		t.Fatalf("failed to count stored rows of %s: %v", org, err)
+	}
+	return out
+}
+
+// Duplicates returns the ids of org held by more than one row, sorted (see Copies).
+func Duplicates(t testing.TB, s *store.Store, org string) []string {
+	t.Helper()
+	var out []string
+	for id, n := range Copies(t, s, org) {
+		if n > 1 {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

@@ -36,6 +36,9 @@ var Suite = []Case{
 	{"GetIsScopedToTheOrganization", getIsScopedToTheOrganization},
 	{"RetentionHidesExpiredRows", retentionHidesExpiredRows},
 	{"EachStreamsInOrder", eachStreamsInOrder},
+	{"PartitionOfMatchesTheTable", partitionOfMatchesTheTable},
+	{"TooManyPartitionsIsRefusedAsTooLarge", tooManyPartitionsIsRefusedAsTooLarge},
+	{"EachIDCountsRowsPerID", eachIDCountsRowsPerID},
 }
 
 // RunSuite runs every case of Suite on s as a subtest.
@@ -312,4 +315,84 @@ func eachStreamsInOrder(t *testing.T, s *store.Store) {
 	})
 	assert.ErrorIs(t, err, stop)
 	assert.Equal(t, 10, n)
+}
+
+// rawDB returns the DB under s, for statements the Store does not offer.
+func rawDB(s *store.Store) store.DB {
+	var db store.DB
+	s.Decorate(func(d store.DB) store.DB { db = d; return d })
+	return db
+}
+
+// The writer's client-side partition key is the table's: store.PartitionOf gives, for every row,
+// the partition ClickHouse put it in (times near month ends in other zones included).
+func partitionOfMatchesTheTable(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	est := time.FixedZone("EST", -5*3600)
+	times := []time.Time{
+		time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(1999, 12, 31, 23, 30, 0, 0, est), // January 2000 in UTC
+		time.Date(2026, 2, 28, 23, 59, 59, 999e6, time.UTC),
+		time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2038, 1, 19, 3, 14, 8, 0, time.UTC),
+	}
+	days := map[string]uint16{}
+	var recs []*event.Record
+	for i, at := range times {
+		org := NewOrg(t)
+		days[org] = uint16(20_000 + i) // long enough that the TTL keeps every row
+		recs = append(recs, Record(org, i, at))
+	}
+	require.NoError(t, s.InsertWithRetention(ctx, "partition:"+recs[0].OrganizationID, recs, func(org string) uint16 { return days[org] }))
+	for _, r := range recs {
+		var part string
+		require.NoError(t, rawDB(s).Each(ctx, "SELECT toString(_partition_value) FROM events WHERE organization_id = {org:String}",
+			store.Params{"org": store.Text(r.OrganizationID)}, []any{&part}, func() error { return nil }))
+		assert.Equal(t, store.PartitionOf(r.Event.OccurredAt, days[r.OrganizationID]).String(), part, "row at %s", r.Event.OccurredAt)
+	}
+}
+
+// An INSERT spanning more partitions than store.MaxPartitionsPerInsert is refused, and
+// store.Classify recognises the refusal as "too large" (split it), whatever the backend's wording;
+// exactly the limit is accepted.
+func tooManyPartitionsIsRefusedAsTooLarge(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	org := NewOrg(t)
+	var many []*event.Record
+	for i := 0; i <= store.MaxPartitionsPerInsert; i++ {
+		many = append(many, Record(org, i, time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, i, 0)))
+	}
+	err := s.Insert(ctx, "partitions:"+org+":1", many)
+	require.Error(t, err)
+	assert.Equal(t, store.RefusedTooLarge, store.Classify(err), "%v", err)
+	require.NoError(t, s.Insert(ctx, "partitions:"+org+":2", many[:store.MaxPartitionsPerInsert]))
+}
+
+// EachID counts rows per id, per organization and receive-time window.
+func eachIDCountsRowsPerID(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	a, b := NewOrg(t), NewOrg(t)
+	base := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	ra, rb := Record(a, 1, base), Record(b, 2, base.Add(time.Hour)) // received a second after occurring
+	require.NoError(t, s.Insert(ctx, "eachid:"+a, []*event.Record{ra, rb}))
+	require.NoError(t, s.Insert(ctx, "eachid:"+a+":again", []*event.Record{ra}))
+	collect := func(f store.IDFilter) map[string]uint64 {
+		out := map[string]uint64{}
+		require.NoError(t, s.EachID(ctx, f, func(org, id string, rows uint64) error {
+			if org == a || org == b {
+				out[org+"/"+id] = rows
+			}
+			return nil
+		}))
+		return out
+	}
+	stopped, err := s.MergesStopped(ctx)
+	require.NoError(t, err)
+	if stopped { // with merges running, the two rows of ra may already be one
+		assert.Equal(t, map[string]uint64{a + "/" + ra.ID: 2}, collect(store.IDFilter{Org: a}))
+	}
+	assert.Equal(t, map[string]uint64{b + "/" + rb.ID: 1}, collect(store.IDFilter{Org: b, From: base}))
+	window := collect(store.IDFilter{From: base, To: base.Add(time.Hour)})
+	assert.Contains(t, window, a+"/"+ra.ID)
+	assert.NotContains(t, window, b+"/"+rb.ID, "received after the window")
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -33,7 +34,8 @@ const (
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func testConfig() batcher.Config {
-	return batcher.Config{MaxRows: 100, MaxWait: 50 * time.Millisecond, InsertTimeout: 10 * time.Second, AckWait: 5 * time.Second}
+	return batcher.Config{MaxRows: 100, MaxBytes: 16 << 20, MaxWait: 50 * time.Millisecond, InsertTimeout: 10 * time.Second,
+		AckWait: 5 * time.Second, PruneEvery: time.Second}
 }
 
 var idSeq atomic.Int64
@@ -116,7 +118,7 @@ func (s *recordingStore) StoredIDs(ctx context.Context, recs []*event.Record) (m
 	return s.real.StoredIDs(ctx, recs)
 }
 
-func (s *recordingStore) Insert(ctx context.Context, token string, recs []*event.Record) error {
+func (s *recordingStore) InsertWithRetention(ctx context.Context, token string, recs []*event.Record, days store.Retention) error {
 	s.mu.Lock()
 	n := len(s.calls) + 1
 	ids := make([]string, len(recs))
@@ -139,7 +141,7 @@ func (s *recordingStore) Insert(ctx context.Context, token string, recs []*event
 	case s.failBefore != nil && s.failBefore(n):
 		err = errors.New("clickhouse unavailable (injected)")
 	default:
-		err = s.real.Insert(ctx, token, recs)
+		err = s.real.InsertWithRetention(ctx, token, recs, days)
 		if err == nil && s.failAfter != nil && s.failAfter(n) {
 			err = errors.New("connection lost after the insert was sent (injected)")
 		}
@@ -158,10 +160,7 @@ func (s *recordingStore) snapshot() []insertCall {
 }
 
 // startWriter runs a writer until the test ends, checking that Run returns once cancelled.
-func startWriter(t *testing.T, js jetstream.JetStream, st interface {
-	Insert(context.Context, string, []*event.Record) error
-	StoredIDs(context.Context, []*event.Record) (map[string]bool, error)
-}, cfg batcher.Config) context.CancelFunc {
+func startWriter(t *testing.T, js jetstream.JetStream, st batcher.Store, cfg batcher.Config) context.CancelFunc {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	w, err := batcher.New(ctx, js, st, cfg, quietLog())
@@ -546,4 +545,75 @@ func TestConfigValidate(t *testing.T) {
 			assert.Error(t, err, "New refuses a config that cannot work")
 		})
 	}
+}
+
+// historyRecords returns n events of org whose occurred_at spread evenly over from..to (a history
+// import), received now.
+func historyRecords(org string, n int, from, to time.Time) []*event.Record {
+	recs := newRecords(org, n)
+	step := to.Sub(from) / time.Duration(n)
+	for i, r := range recs {
+		r.Event.OccurredAt = from.Add(time.Duration(i) * step).UTC().Truncate(time.Millisecond)
+	}
+	return recs
+}
+
+// Issue 9 item 4, as a new user met it: a bulk import of 1,000 events whose occurred_at spans
+// 2000–2026 (over 300 monthly partitions) must be stored completely, and must not hold up another
+// organization's live events. Before, ClickHouse refused the batch ("Code: 252 Too many partitions
+// for single INSERT block (more than 100)") and the writer retried the same INSERT forever.
+func TestHistoryImportSpanningDecadesIsStored(t *testing.T) {
+	_, js := natstest.New(t)
+	st := &recordingStore{real: storetest.Shared(t)}
+	org, live := storetest.NewOrg(t), storetest.NewOrg(t)
+	history := historyRecords(org, 1000, time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC))
+	publishValid(t, js, history)
+	publishValid(t, js, newRecords(live, 5))
+	cfg := testConfig()
+	cfg.MaxRows = 10_000 // the default: the whole import arrives as one batch
+	cfg.MaxWait = 200 * time.Millisecond
+	startWriter(t, js, st, cfg)
+
+	// Slow here: each of the 312 partitions is a part written and fsynced on its own.
+	require.Eventually(t, func() bool {
+		total, _ := count(t, st.real, org)
+		return total >= uint64(len(history))
+	}, 3*time.Minute, 100*time.Millisecond, "waiting for the import")
+	requireStored(t, st.real, live, 5)
+	requireStored(t, st.real, org, len(history))
+	requireAcked(t, js)
+	assert.Equal(t, idsOf(history), storedIDs(t, st.real, org))
+	for _, c := range st.snapshot() {
+		assert.NoError(t, c.err, "no INSERT should be refused: the writer groups rows so none exceeds the partition limit")
+	}
+}
+
+// Issue 9 item 4: batches are bounded by bytes as well as rows, so large events make smaller
+// batches (and an INSERT's memory stays bounded): 60 events of about 20 KiB each with a 128 KiB
+// bound are stored in INSERTs of at most 6 events, each once.
+func TestBatchesAreCutByBytes(t *testing.T) {
+	_, js := natstest.New(t)
+	st := &recordingStore{real: storetest.Shared(t)}
+	org := storetest.NewOrg(t)
+	recs := newRecords(org, 60)
+	for _, r := range recs {
+		r.Event.Metadata["blob"] = strings.Repeat("x", 20<<10)
+	}
+	publishValid(t, js, recs) // all waiting before the writer starts
+	cfg := testConfig()
+	cfg.MaxRows = 1000
+	cfg.MaxBytes = 128 << 10
+	cfg.MaxWait = 500 * time.Millisecond
+	startWriter(t, js, st, cfg)
+
+	requireStored(t, st.real, org, len(recs))
+	requireAcked(t, js)
+	sum := 0
+	for _, c := range st.snapshot() {
+		require.NoError(t, c.err)
+		assert.LessOrEqual(t, len(c.ids), 6, "at most 128 KiB of 20 KiB events per batch")
+		sum += len(c.ids)
+	}
+	assert.Equal(t, len(recs), sum, "every event inserted once")
+	assert.Empty(t, storetest.Duplicates(t, st.real, org))
 }

@@ -27,9 +27,16 @@ type countingStore struct {
 	inserts atomic.Int32
 }
 
-func (c *countingStore) Insert(ctx context.Context, token string, recs []*event.Record) error {
+func (c *countingStore) InsertWithRetention(ctx context.Context, token string, recs []*event.Record, days store.Retention) error {
 	c.inserts.Add(1)
-	return c.Store.Insert(ctx, token, recs)
+	return c.Store.InsertWithRetention(ctx, token, recs, days)
+}
+
+// recordOf is the record a writer would make of a batch of the stream sequences seqs.
+func recordOf(w *Writer, seqs []uint64) *batchRecord {
+	runs := runsOf(seqs)
+	return &batchRecord{V: recordVersion, Epoch: w.streamEpoch, Token: w.batchToken(runs), Runs: runs,
+		State: stateBefore, Writer: "dead", key: recordKey(w.streamEpoch, runs[0][0])}
 }
 
 // A writer that dies at any point of its batch protocol leaves the ledger in one of three states;
@@ -85,8 +92,8 @@ func TestRedeliveredBatchIsSettledFromTheLedger(t *testing.T) {
 			}
 			require.Len(t, seqs, n)
 			require.True(t, slices.IsSorted(seqs))
-			r := &batchRecord{Token: dead.batchToken(runsOf(seqs)), Runs: runsOf(seqs), State: stateBefore, Writer: "dead"}
-			require.NoError(t, dead.ledger.put(ctx, r))
+			r := recordOf(dead, seqs)
+			require.NoError(t, dead.ledger.create(ctx, r))
 			if tt.inserted {
 				require.NoError(t, st.Store.Insert(ctx, r.Token, recs))
 			}
@@ -95,7 +102,7 @@ func TestRedeliveredBatchIsSettledFromTheLedger(t *testing.T) {
 				after.State = stateAfter
 				require.NoError(t, dead.ledger.put(ctx, &after))
 			}
-			dead.ledger.close()
+			dead.held.stop()
 
 			// The writer that takes over once JetStream redelivers (after AckWait).
 			next, err := New(ctx, js, st, cfg, log)
@@ -114,9 +121,9 @@ func TestRedeliveredBatchIsSettledFromTheLedger(t *testing.T) {
 			assert.Equal(t, uint64(n), total, "every event stored exactly once")
 			assert.Equal(t, uint64(n), distinct)
 			assert.Equal(t, tt.wantInserts, st.inserts.Load() > 0)
-			next.ledger.mu.RLock()
-			assert.Equal(t, stateAfter, next.ledger.recs[recordKey(r)].State)
-			next.ledger.mu.RUnlock()
+			got, err := next.ledger.get(ctx, r.key)
+			require.NoError(t, err)
+			assert.Equal(t, stateAfter, got.State)
 		})
 	}
 }
@@ -177,4 +184,95 @@ func TestRefusedRowDoesNotBlockItsBatch(t *testing.T) {
 	rec, err := event.Unmarshal(msg.Data)
 	require.NoError(t, err)
 	assert.Equal(t, "test.poison", rec.Event.Action)
+}
+
+// Issue 9 item 8: the ledger keeps a record until the writer consumer's ack floor passes its last
+// sequence (no TTL: an outage of any length never removes a record whose messages may come back),
+// and then removes it from the bucket and from every writer's memory; a record of an older stream
+// goes at once.
+func TestLedgerIsPrunedByTheAckFloor(t *testing.T) {
+	ctx := context.Background()
+	_, js := natstest.New(t)
+	org := storetest.NewOrg(t)
+	cfg := DefaultConfig()
+	cfg.MaxRows, cfg.MaxWait, cfg.AckWait, cfg.PruneEvery = 10, 50*time.Millisecond, 30*time.Second, 100*time.Millisecond
+	log := slog.New(slog.DiscardHandler)
+
+	kv, err := js.KeyValue(ctx, BucketBatches)
+	if err == nil {
+		st, err := kv.Status(ctx)
+		require.NoError(t, err)
+		assert.Zero(t, st.TTL(), "the batch bucket has no TTL")
+	}
+	// A writer takes 5 messages and dies after recording them: they stay unacknowledged (AckWait is
+	// long), so the ack floor stays below them.
+	publishRecords(t, js, testRecords(org, 700, 5))
+	dead, err := New(ctx, js, &sharedTrace{newTracingStore(t)}, cfg, log)
+	require.NoError(t, err)
+	b, err := dead.cons.Fetch(5, jetstream.FetchMaxWait(5*time.Second))
+	require.NoError(t, err)
+	var seqs []uint64
+	var deadMsgs []jetstream.Msg
+	for m := range b.Messages() {
+		meta, err := m.Metadata()
+		require.NoError(t, err)
+		seqs = append(seqs, meta.Sequence.Stream)
+		deadMsgs = append(deadMsgs, m)
+	}
+	held := recordOf(dead, seqs)
+	require.NoError(t, dead.ledger.create(ctx, held))
+	old := recordOf(dead, []uint64{1, 2, 3})
+	old.Epoch--
+	old.key = recordKey(old.Epoch, 1)
+	require.NoError(t, dead.ledger.put(ctx, old))
+	dead.held.stop()
+
+	publishRecords(t, js, testRecords(org, 800, 50))
+	w, err := New(ctx, js, &sharedTrace{newTracingStore(t)}, cfg, log)
+	require.NoError(t, err)
+	kv, err = js.KeyValue(ctx, BucketBatches)
+	require.NoError(t, err)
+	st, err := kv.Status(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, st.TTL(), "the batch bucket has no TTL")
+	stop := runWriter(t, w)
+	requireRows(t, storetest.Shared(t), org, 50)
+	keys := func() []string {
+		ks, err := kv.ListKeys(ctx)
+		require.NoError(t, err)
+		var out []string
+		for k := range ks.Keys() {
+			out = append(out, k)
+		}
+		return out
+	}
+	// The 50 events' batches are acknowledged, but the ack floor stays below the dead writer's
+	// batch: every record stays but the older stream's.
+	require.Eventually(t, func() bool {
+		ks := keys()
+		return len(ks) > 1 && slices.Contains(ks, held.key) && !slices.Contains(ks, old.key) && w.ledger.count() == len(ks)
+	}, 20*time.Second, 50*time.Millisecond, "records: %v", keys())
+	stop()
+
+	// Once its messages come back (here at once: the dead writer's deliveries are refused) and
+	// are settled, every record goes.
+	for _, m := range deadMsgs {
+		require.NoError(t, m.Nak())
+	}
+	w2, err := New(ctx, js, &sharedTrace{newTracingStore(t)}, cfg, log)
+	require.NoError(t, err)
+	runWriter(t, w2)
+	requireRows(t, storetest.Shared(t), org, 55)
+	require.Eventually(t, func() bool { return len(keys()) == 0 && w2.ledger.count() == 0 },
+		20*time.Second, 50*time.Millisecond, "records left: %v", keys())
+
+	// A record written by a writer that is gone, after this one last read the ledger, is pruned
+	// too: pruning reads the ledger first.
+	ghost, err := New(ctx, js, &sharedTrace{newTracingStore(t)}, cfg, log)
+	require.NoError(t, err)
+	late := recordOf(ghost, []uint64{2, 3})
+	late.State = stateAfter
+	require.NoError(t, ghost.ledger.put(ctx, late))
+	ghost.held.stop()
+	require.Eventually(t, func() bool { return len(keys()) == 0 }, 20*time.Second, 50*time.Millisecond, "records left: %v", keys())
 }

@@ -8,10 +8,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/logbookhq/logbook/pkg/apikey"
+	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/wire"
 )
 
-// API serves GET /admin/reconcile?since=<RFC 3339 time or Go duration, default 24h>.
+// API serves GET /admin/reconcile?since=<RFC 3339 time or Go duration, default 24h>&window=<Go
+// duration, default 1h>&organization_id=<one organization, default all>.
 type API struct {
 	js    jetstream.JetStream
 	store Store
@@ -30,7 +32,19 @@ func (a *API) reconcile(c echo.Context) error {
 	if err != nil {
 		return wire.BadRequest("invalid_query_parameter", err.Error(), []map[string]string{{"field": "since", "code": err.Error()}})
 	}
-	rep, err := Run(c.Request().Context(), a.js, a.store, since)
+	window := DefaultWindow
+	if w := c.QueryParam("window"); w != "" {
+		if window, err = time.ParseDuration(w); err != nil || window < time.Minute {
+			return wire.BadRequest("invalid_query_parameter", "window must be a duration of at least 1m, such as 1h",
+				[]map[string]string{{"field": "window", "code": "window must be a duration of at least 1m"}})
+		}
+	}
+	org := c.QueryParam("organization_id")
+	if org != "" && !event.ValidOrgID(org) {
+		return wire.BadRequest("invalid_query_parameter", "organization_id is not a valid organization id",
+			[]map[string]string{{"field": "organization_id", "code": "invalid"}})
+	}
+	rep, err := Run(c.Request().Context(), a.js, a.store, Options{Since: since, Window: window, Org: org})
 	if err != nil {
 		return err
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/failpoint"
 	"github.com/logbookhq/logbook/pkg/natsembed"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/obs"
@@ -85,6 +86,14 @@ type Config struct {
 	// BacklogAfter is how long an event may wait unsettled in the raw or valid stream
 	// before /readyz reports "backlog": "degraded". Default 15 min.
 	BacklogAfter time.Duration
+	// Writers is how many writer loops run in the process (LOGBOOK_WRITERS, default 1). They share
+	// the durable consumer and the batch ledger exactly as separate writer processes do, so more
+	// than one is how the single process exercises, and tests, several writers.
+	Writers int
+	// StopMerges keeps every row ClickHouse stores visible until the data directory is deleted
+	// (store.StopMerges), so duplicate checks cannot be fooled by a merge. For tests only; the
+	// binary sets it from the failpoint store-stop-merges (LOGBOOK_FAILPOINTS=store-stop-merges=value:on).
+	StopMerges bool
 }
 
 // ConfigFromEnv reads the LOGBOOK_* variables documented in the README.
@@ -92,6 +101,7 @@ func ConfigFromEnv(env *config.Env) Config {
 	gw, vc, wc := gateway.DefaultConfig(), worker.DefaultConfig(), batcher.DefaultConfig()
 	gw.MaxBodyBytes = env.Int("LOGBOOK_MAX_BODY_BYTES", gw.MaxBodyBytes, 1<<10, 900<<10)
 	wc.MaxRows = int(env.Int("LOGBOOK_BATCH_ROWS", int64(wc.MaxRows), 1, 1_000_000))
+	wc.MaxBytes = int(env.Int("LOGBOOK_BATCH_BYTES", int64(wc.MaxBytes), 64<<10, 1<<30))
 	wc.MaxWait = env.Duration("LOGBOOK_BATCH_WAIT", wc.MaxWait)
 	vc.AckWait = env.Duration("LOGBOOK_VALIDATOR_ACK_WAIT", vc.AckWait)
 	vc.Loops = int(env.Int("LOGBOOK_VALIDATORS", int64(vc.Loops), 1, 64))
@@ -117,6 +127,8 @@ func ConfigFromEnv(env *config.Env) Config {
 		RateLimit:      wire.RateLimitFromEnv(env),
 		RetentionSweep: env.Duration("LOGBOOK_RETENTION_SWEEP", time.Hour),
 		BacklogAfter:   env.Duration("LOGBOOK_BACKLOG_DEGRADED_AFTER", obs.DefaultBacklogDegradedAfter),
+		Writers:        int(env.Int("LOGBOOK_WRITERS", 1, 1, 16)),
+		StopMerges:     failpoint.Value("store-stop-merges") != "",
 	}
 }
 
@@ -189,6 +201,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 		if err := a.store.Migrate(ctx); err != nil {
 			return nil, err
 		}
+		if cfg.StopMerges {
+			log.Warn("merges stopped on the events table (a test setting): duplicates stay visible, parts are never merged")
+			if err := a.store.StopMerges(ctx); err != nil {
+				return nil, err
+			}
+		}
 	}
 	a.obs = newInstruments(js, a.store, roles, cfg.BacklogAfter, log)
 	if roles.Ingest || roles.Validator {
@@ -219,11 +237,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 		runs = append(runs, val.Run)
 	}
 	if roles.Writer {
-		wr, err := batcher.New(ctx, js, retention.Stamper{Store: a.obs.writerStore, Policies: a.ret}, cfg.Writer, log.With("service", "writer"))
-		if err != nil {
-			return nil, err
+		for i := range max(cfg.Writers, 1) {
+			wr, err := batcher.New(ctx, js, a.obs.writerStore, cfg.Writer, log.With("service", "writer", "writer", i))
+			if err != nil {
+				return nil, err
+			}
+			wr.UseRetention(a.ret.Days)
+			runs = append(runs, wr.Run)
 		}
-		runs = append(runs, wr.Run)
 	}
 	var exp *export.Service
 	if roles.Query {

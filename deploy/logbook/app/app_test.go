@@ -32,6 +32,7 @@ func start(t *testing.T, dir, key string) *App {
 		"LOGBOOK_API_KEY":    key,
 		"LOGBOOK_BATCH_WAIT": "50ms",
 	}))
+	cfg.StopMerges = true // every stored row stays visible to storedCount and storetest.Copies
 	a, err := Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	return a

@@ -88,6 +88,7 @@ func TestBulkIngestPerLineResults(t *testing.T) {
 	assert.Equal(t, results[0].(map[string]any)["id"], out["results"].([]any)[0].(map[string]any)["id"],
 		"a duplicate names the event the first request stored")
 	c.waitFor("org_bulk", 5)
+	assert.Equal(t, uint64(5), storedCount(t, a, "org_bulk"), "the keyed lines sent again are not stored again")
 }
 
 func TestBulkIngestLimits(t *testing.T) {
@@ -119,4 +120,5 @@ func TestBulkIngestLimits(t *testing.T) {
 	require.Equal(t, 200, status)
 	assert.Equal(t, float64(1000), out["accepted"])
 	c.waitFor("org_lim", 1000)
+	assert.Equal(t, uint64(1000), storedCount(t, a, "org_lim"))
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/storetest"
 )
 
 // startEnv runs a real single-process Logbook with the test defaults plus env.
@@ -41,17 +42,23 @@ func startEnv(t *testing.T, env map[string]string) *App {
 	e := config.FromMap(m)
 	cfg := ConfigFromEnv(e)
 	require.NoError(t, e.Err())
+	cfg.StopMerges = true // every stored row stays visible to storedCount and storetest.Copies
 	a, err := Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, a.Close()) })
 	return a
 }
 
-// storedCount is how many rows org has in ClickHouse.
+// storedCount is how many rows org has in ClickHouse, counted by storetest.Copies (merges are
+// stopped in these tests, so no duplicate row has been merged away), and it fails the test if an
+// event is held by more than one row.
 func storedCount(t *testing.T, a *App, org string) uint64 {
 	t.Helper()
-	n, _, err := a.store.Count(context.Background(), org)
-	require.NoError(t, err)
+	var n uint64
+	for id, rows := range storetest.Copies(t, a.store, org) {
+		assert.Equal(t, uint64(1), rows, "event %s of %s is stored %d times", id, org, rows)
+		n += rows
+	}
 	return n
 }
 

@@ -58,7 +58,12 @@ func TestReconcileDetectsADamagedStore(t *testing.T) {
 
 func reconcileReport(t *testing.T, n *node) (bool, []map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", "http://"+n.addr+"/admin/reconcile?since=1h", nil)
+	return reconcileQuery(t, n, "since=1h")
+}
+
+func reconcileQuery(t *testing.T, n *node, query string) (bool, []map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+n.addr+"/admin/reconcile?"+query, nil)
 	req.Header.Set("Authorization", "Bearer "+apiKey)
 	res, err := client.Do(req)
 	require.NoError(t, err)

@@ -3,7 +3,9 @@
 // the report as JSON and exits 1 when anything is missing or duplicated. For the single process,
 // ask the running instance instead: GET /admin/reconcile.
 //
-//	reconcile [-since 24h|2026-11-01T00:00:00Z]
+//	reconcile [-since 24h|2026-11-01T00:00:00Z] [-window 1h] [-org org_...]
+//
+// It holds one window of events in memory at a time (docs/design.md gives its cost).
 package main
 
 import (
@@ -24,18 +26,20 @@ import (
 
 func main() {
 	sinceFlag := flag.String("since", "24h", "reconcile events received since this time (RFC 3339) or this long ago")
+	window := flag.Duration("window", reconcile.DefaultWindow, "receive-time window held in memory at once")
+	org := flag.String("org", "", "reconcile this organization only")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *sinceFlag); err != nil {
+	if err := run(ctx, reconcile.Options{Window: *window, Org: *org}, *sinceFlag); err != nil {
 		fmt.Fprintln(os.Stderr, "reconcile:", err)
 		os.Exit(2)
 	}
 }
 
-func run(ctx context.Context, sinceArg string) error {
-	since, err := reconcile.ParseSince(sinceArg, time.Now())
-	if err != nil {
+func run(ctx context.Context, opts reconcile.Options, sinceArg string) error {
+	var err error
+	if opts.Since, err = reconcile.ParseSince(sinceArg, time.Now()); err != nil {
 		return err
 	}
 	env := config.FromEnv()
@@ -49,7 +53,7 @@ func run(ctx context.Context, sinceArg string) error {
 		return err
 	}
 	defer nc.Close()
-	rep, err := reconcile.Run(ctx, js, st, since)
+	rep, err := reconcile.Run(ctx, js, st, opts)
 	if err != nil {
 		return err
 	}

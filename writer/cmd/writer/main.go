@@ -40,6 +40,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	cfg := batcher.DefaultConfig()
 	cfg.AckWait = env.Duration("LOGBOOK_WRITER_ACK_WAIT", cfg.AckWait)
 	cfg.MaxRows = int(env.Int("LOGBOOK_BATCH_ROWS", int64(cfg.MaxRows), 1, 1_000_000))
+	cfg.MaxBytes = int(env.Int("LOGBOOK_BATCH_BYTES", int64(cfg.MaxBytes), 64<<10, 1<<30))
 	cfg.MaxWait = env.Duration("LOGBOOK_BATCH_WAIT", cfg.MaxWait)
 	backlogAfter := env.Duration("LOGBOOK_BACKLOG_DEGRADED_AFTER", obs.DefaultBacklogDegradedAfter)
 	adminAddr := env.Addr("LOGBOOK_ADMIN_ADDR", obs.DefaultAdminAddr)
@@ -65,18 +66,19 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	adm.Registry.MustRegister(obs.NewJetStream("writer", js, []string{event.StreamValid},
 		obs.Consumer{Stream: event.StreamValid, Name: event.ConsumerWriter}))
 	adm.Health.AddDegraded("backlog", obs.BacklogCheck(js, backlogAfter, event.StreamValid))
-	// Each row is stamped with its organization's current retention (the TTL drops parts by it).
+	// Each row is stamped with its organization's retention (the TTL drops parts by it).
 	ret, err := retention.Watch(ctx, js, log)
 	if err != nil {
 		return err
 	}
 	defer ret.Close()
-	w, err := batcher.New(ctx, js, retention.Stamper{Store: st.Decorate(storemetrics.Decorator(adm.Registry, "writer")), Policies: ret}, cfg, log)
+	w, err := batcher.New(ctx, js, st.Decorate(storemetrics.Decorator(adm.Registry, "writer")), cfg, log)
 	if err != nil {
 		return err
 	}
 	// Settled valid events older than the keep time go (every writer replica trims alike).
 	go natsx.NewTrimmer(js, log, event.StreamValid).Run(ctx)
+	w.UseRetention(ret.Days)
 	log.Info("writing")
 	return w.Run(ctx)
 }

@@ -1,0 +1,10 @@
+package storetest_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/logbookhq/logbook/pkg/storetest"
+)
+
+func TestMain(m *testing.M) { os.Exit(storetest.Main(m)) }

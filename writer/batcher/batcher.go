@@ -547,6 +547,8 @@ func (w *Writer) rejectRow(ctx context.Context, rec *event.Record, cause error) 
 	out := nats.NewMsg(event.RejectedSubject(rec.OrganizationID))
 	out.Data = data
 	out.Header.Set(event.HeaderRejectReason, truncate("clickhouse refused the row: "+cause.Error(), 2048))
+	out.Header.Set(event.HeaderRejectCategory, event.RejectStoreRefused)
+	out.Header.Set(event.HeaderRejectSide, event.SideInput)
 	out.Header.Set(jetstream.MsgIDHeader, "writer:"+rec.MsgID())
 	if _, err := w.js.PublishMsg(ctx, out); err != nil {
 		return fmt.Errorf("failed to dead-letter event %s: %w", rec.ID, err)

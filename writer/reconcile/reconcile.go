@@ -27,7 +27,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,10 +47,6 @@ const DefaultWindow = time.Hour
 // clock skew between the gateway and the NATS servers. Each window's streams are read from its
 // start less the slack to its end plus the slack.
 const DefaultSlack = time.Minute
-
-// HeaderRejectSide, when set on a rejected message ("input" or "output"), says on which side of
-// the pipeline the cause of the rejection lies; without it the side follows from the reason.
-const HeaderRejectSide = "Logbook-Reject-Side"
 
 // Org is one organization's reconciliation.
 type Org struct {
@@ -450,31 +445,14 @@ func (r *reconciler) tally() {
 	}
 }
 
-// categorize names the reason a rejected message gives and says on which side its cause lies.
+// categorize names the category of a rejected message (event.ClassifyReject: its category and
+// side headers, or its reason text for messages written before them) and flags its side.
 func categorize(m *message, flags uint8) (string, uint8) {
-	cat, output, writer := "invalid_record", false, false
-	switch r := m.reason; {
-	case strings.Contains(r, "times without being settled"):
-		cat, output = "retries_exhausted", true
-	case strings.HasPrefix(r, "schema violation"):
-		cat = "schema_violation"
-	case strings.HasPrefix(r, "unknown schema version"):
-		cat = "unknown_schema_version"
-	case strings.HasPrefix(r, "undecodable record"), strings.HasPrefix(r, "writer could not decode"):
-		cat = "undecodable"
-	case strings.HasPrefix(r, "clickhouse refused the row"):
-		cat, writer = "refused_by_clickhouse", true
-	}
-	switch m.side {
-	case "output":
-		output = true
-	case "input":
-		output = false
-	}
-	if output {
+	cat, side := event.ClassifyReject(m.category, m.side, m.reason)
+	if side == event.SideOutput {
 		flags |= rejectedOutput
 	}
-	if writer {
+	if cat == event.RejectStoreRefused {
 		flags |= rejectedWriter
 	}
 	return cat, flags
@@ -494,7 +472,8 @@ type message struct {
 	org, id    string
 	receivedAt time.Time
 	reason     string // rejected messages: why
-	side       string // rejected messages: HeaderRejectSide
+	category   string // rejected messages: event.HeaderRejectCategory
+	side       string // rejected messages: event.HeaderRejectSide
 }
 
 // scanner reads a stream in order from a start time up to the sequence the stream ended at when
@@ -583,7 +562,8 @@ func (sc *scanner) fill(ctx context.Context) error {
 		}
 		msg := &message{seq: sc.seq, at: meta.Timestamp, org: rec.OrganizationID, id: rec.ID, receivedAt: rec.ReceivedAt}
 		if h := m.Headers(); h != nil {
-			msg.reason, msg.side = h.Get(event.HeaderRejectReason), h.Get(HeaderRejectSide)
+			msg.reason, msg.side = h.Get(event.HeaderRejectReason), h.Get(event.HeaderRejectSide)
+			msg.category = h.Get(event.HeaderRejectCategory)
 		}
 		sc.buf = append(sc.buf, msg)
 	}

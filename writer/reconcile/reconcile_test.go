@@ -148,7 +148,7 @@ func TestReconcileReportsRejectionsBySide(t *testing.T) {
 	assert.Equal(t, 4, o.Rejected)
 	assert.Equal(t, 2, o.RejectedOutput)
 	assert.Equal(t, 2, o.RejectedInput)
-	assert.Equal(t, map[string]int{"retries_exhausted": 2, "schema_violation": 1, "refused_by_clickhouse": 1}, o.RejectedBy)
+	assert.Equal(t, map[string]int{event.RejectDeliveryLimit: 2, event.RejectSchemaViolation: 1, event.RejectStoreRefused: 1}, o.RejectedBy)
 	assert.Equal(t, 1, o.Redriven)
 	assert.Equal(t, []string{gaveUp.ID}, o.RejectedOutputIDs)
 	assert.Equal(t, 1, o.Lost)
@@ -160,7 +160,7 @@ func TestReconcileReportsRejectionsBySide(t *testing.T) {
 	e := rec(org2, "01SIDEheader")
 	publish(t, js, event.RawSubject(org2), e)
 	publishWith(t, js, event.RejectedSubject(org2), e, nats.Header{event.HeaderRejectReason: []string{"schemas unreachable"},
-		reconcile.HeaderRejectSide: []string{"output"}})
+		event.HeaderRejectSide: []string{"output"}})
 	settle(t, js, event.StreamRaw, event.ConsumerValidator, 5)
 	rep, err = reconcile.Run(ctx, js, st, reconcile.Options{Since: time.Now().Add(-time.Hour), Org: org2})
 	require.NoError(t, err)

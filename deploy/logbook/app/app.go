@@ -42,7 +42,11 @@ import (
 // Config is the single-process configuration.
 type Config struct {
 	// DataDir holds everything kept on disk: DataDir/nats and DataDir/clickhouse. Default ./data.
+	// A running App holds an exclusive lock on DataDir/logbook.lock.
 	DataDir string
+	// DataLockWait is how long Start waits for another Logbook to release DataDir (one still
+	// shutting down) before it fails. Default 15 s; 0 fails at once.
+	DataLockWait time.Duration
 	// Addr is the HTTP listen address. Default 127.0.0.1:8080; port 0 picks a free port.
 	Addr string
 	// APIKey, when set, is accepted as an API key. When empty and no key exists yet, one is
@@ -76,6 +80,7 @@ func ConfigFromEnv(env *config.Env) Config {
 	ec.PublicURL = env.BaseURL("LOGBOOK_PUBLIC_URL", "")
 	return Config{
 		DataDir:        env.String("LOGBOOK_DATA_DIR", "./data"),
+		DataLockWait:   env.DurationOrZero("LOGBOOK_DATA_LOCK_WAIT", DefaultDataLockWait),
 		Addr:           env.Addr("LOGBOOK_ADDR", "127.0.0.1:8080"),
 		APIKey:         env.String("LOGBOOK_API_KEY", ""),
 		NATSListen:     env.String("LOGBOOK_NATS_LISTEN", ""),
@@ -91,6 +96,10 @@ func ConfigFromEnv(env *config.Env) Config {
 	}
 }
 
+// DefaultDataLockWait is Config.DataLockWait's default: long enough for a Logbook that is shutting
+// down on the same folder to finish.
+const DefaultDataLockWait = 15 * time.Second
+
 // App is a running single-process Logbook.
 type App struct {
 	// Addr is the address the HTTP server listens on.
@@ -99,6 +108,7 @@ type App struct {
 	GeneratedKey string
 
 	log     *slog.Logger
+	lock    *dataLock
 	ns      *server.Server
 	nc      *nats.Conn
 	store   *store.Store
@@ -112,68 +122,83 @@ type App struct {
 	cancel  context.CancelFunc
 	workers sync.WaitGroup
 	obs     *instruments
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// Start brings Logbook up and returns once it serves HTTP. Close stops it.
-func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) {
-	a = &App{log: log}
-	defer func() {
-		if err != nil {
-			_ = a.Close()
-			a = nil
+// Start brings Logbook up and returns once it serves HTTP. Close stops it. The first thing it does
+// is lock the data folder (waiting up to cfg.DataLockWait for another Logbook to let go of it); a
+// step that fails closes everything the steps before it opened, in reverse order, and Start
+// returns the step's error.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
+	a := &App{log: log}
+	if err := a.start(ctx, cfg); err != nil {
+		if cerr := a.Close(); cerr != nil {
+			log.Warn("closing after a failed start-up was incomplete", "err", cerr)
 		}
-	}()
+		return nil, err
+	}
+	return a, nil
+}
+
+// start runs the start-up steps, recording in a what each opened, for Close.
+func (a *App) start(ctx context.Context, cfg Config) (err error) {
+	log := a.log
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("failed to create data dir: %w", err)
+		return fmt.Errorf("failed to create data folder %s: %w", cfg.DataDir, err)
+	}
+	if a.lock, err = lockDataDir(ctx, cfg.DataDir, cfg.DataLockWait, log); err != nil {
+		return err
 	}
 	a.ns, err = natsx.StartEmbedded(natsx.EmbeddedConfig{StoreDir: filepath.Join(cfg.DataDir, "nats"), Listen: cfg.NATSListen})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	nc, js, err := natsx.ConnectInProcess(a.ns, "logbook")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	a.nc = nc
 	if err := natsx.Prepare(ctx, js, cfg.Limits); err != nil {
-		return nil, err
+		return err
 	}
 	if a.GeneratedKey, err = apikey.Ensure(ctx, js, cfg.APIKey); err != nil {
-		return nil, err
+		return err
 	}
 	db, err := store.OpenEmbedded(cfg.LibPath, filepath.Join(cfg.DataDir, "clickhouse"))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	a.store = store.New(db)
 	if err := a.store.Migrate(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	a.obs = newInstruments(js, a.store, log)
 	if a.reg, err = schema.NewRegistry(ctx, js, log); err != nil {
-		return nil, err
+		return err
 	}
 	if a.keys, err = apikey.NewVerifier(ctx, js, log); err != nil {
-		return nil, err
+		return err
 	}
 	if a.ret, err = retention.Watch(ctx, js, log); err != nil {
-		return nil, err
+		return err
 	}
 	if a.idem, err = idempotency.Open(ctx, nc, js); err != nil {
-		return nil, err
+		return err
 	}
 	val, err := worker.New(ctx, js, a.reg, cfg.Valid, log.With("service", "validator"))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	val.UseMetrics(a.obs.validator)
 	wr, err := batcher.New(ctx, js, retention.Stamper{Store: a.obs.writerStore, Policies: a.ret}, cfg.Writer, log.With("service", "writer"))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	exp, err := export.Open(ctx, js, a.obs.queryStore, a.ret, cfg.Export, log.With("service", "export"))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	sweep := func(ctx context.Context) error {
 		organizations.Sweep(ctx, a.ret, a.store, cfg.RetentionSweep, log.With("service", "retention"))
@@ -206,10 +231,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	exp.RegisterDownload(e)
 	links, err := portal.LoadLinks(ctx, js)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	portal.New(links, search.New(a.obs.queryStore, a.ret), exp, cfg.Portal, log.With("service", "portal")).Register(e, g)
-	return a, a.serve(e, cfg.Addr)
+	return a.serve(e, cfg.Addr)
 }
 
 // Store is the ClickHouse store this process writes and reads (for tests and tools).
@@ -233,8 +258,15 @@ func (a *App) serve(e *echo.Echo, addr string) error {
 	return nil
 }
 
-// Close stops intake, lets the workers finish the batch in hand, and closes NATS and ClickHouse.
+// Close stops intake, lets the workers finish the batch in hand, closes NATS and ClickHouse, and
+// releases the data folder. It closes only what was opened (so it also undoes a failed start-up
+// part way), and calling it again does nothing.
 func (a *App) Close() error {
+	a.closeOnce.Do(func() { a.closeErr = a.close() })
+	return a.closeErr
+}
+
+func (a *App) close() error {
 	var errs []error
 	if a.obs != nil {
 		a.obs.health.Stopping()
@@ -276,5 +308,6 @@ func (a *App) Close() error {
 	if a.store != nil {
 		errs = append(errs, a.store.Close())
 	}
+	errs = append(errs, a.lock.release())
 	return errors.Join(errs...)
 }

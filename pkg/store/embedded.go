@@ -14,6 +14,10 @@ import (
 
 // Embedded is the DB implementation on the ClickHouse engine running in this process (chDB).
 // Only one process may open a data directory, and only one Embedded may be open per process.
+//
+// Statements run on the engine's read sessions (several at once), except INSERTs, which run on
+// its priority session so that slow reads never hold them up. Priority gives a DB that runs
+// everything on the priority session, for the writer's own reads and for readiness checks.
 type Embedded struct {
 	conn *chdb.Conn
 }
@@ -86,12 +90,43 @@ func (e *Embedded) Insert(ctx context.Context, table string, columns []string, s
 		buf = append(buf, '\n')
 		b.Write(buf)
 	}
-	_, err := e.conn.Query(ctx, b.String(), "TabSeparated", nil)
+	_, err := e.conn.QueryPriority(ctx, b.String(), "TabSeparated", nil)
 	return err
 }
 
 // Close implements DB.
 func (e *Embedded) Close() error { return e.conn.Close() }
+
+// Priority returns a DB on the same engine that runs every statement on the priority session,
+// never waiting behind reads on the read sessions: the writer's store (its INSERTs and the reads
+// that decide them) and the readiness check use it. Its Each streams on a connection of its own,
+// as Embedded's does. Closing it does nothing: close the Embedded.
+func (e *Embedded) Priority() DB { return priorityDB{e} }
+
+type priorityDB struct{ e *Embedded }
+
+func (p priorityDB) Exec(ctx context.Context, query string, params Params) error {
+	_, err := p.e.conn.QueryPriority(ctx, query, "TabSeparated", params)
+	return err
+}
+
+func (p priorityDB) Query(ctx context.Context, query string, params Params) (Rows, error) {
+	out, err := p.e.conn.QueryPriority(ctx, query, "TabSeparated", params)
+	if err != nil {
+		return nil, err
+	}
+	return &tsvRows{data: out}, nil
+}
+
+func (p priorityDB) Each(ctx context.Context, query string, params Params, dest []any, fn func() error) error {
+	return p.e.Each(ctx, query, params, dest, fn)
+}
+
+func (p priorityDB) Insert(ctx context.Context, table string, columns []string, settings map[string]string, rows [][]any) error {
+	return p.e.Insert(ctx, table, columns, settings, rows)
+}
+
+func (p priorityDB) Close() error { return nil }
 
 // quote renders a setting value as a ClickHouse string literal.
 func quote(s string) string {

@@ -174,7 +174,7 @@ func (a *App) start(ctx context.Context, cfg Config) (err error) {
 	if err := a.store.Migrate(ctx); err != nil {
 		return err
 	}
-	a.obs = newInstruments(js, a.store, log)
+	a.obs = newInstruments(js, a.store, store.New(db.Priority()), log)
 	if a.reg, err = schema.NewRegistry(ctx, js, log); err != nil {
 		return err
 	}

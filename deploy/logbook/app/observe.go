@@ -21,17 +21,20 @@ import (
 type instruments struct {
 	reg    *prometheus.Registry
 	health *obs.Health
-	// writerStore and queryStore are the one store seen through the writer's and the query API's
-	// metrics decorators.
+	// writerStore and queryStore are the engine seen through the writer's and the query API's
+	// metrics decorators; the writer's runs on the engine's priority session, so reads never hold
+	// up its INSERTs.
 	writerStore, queryStore *store.Store
 	validator               *obs.Validator
 }
 
-func newInstruments(js jetstream.JetStream, st *store.Store, log *slog.Logger) *instruments {
+// newInstruments takes the engine twice: st (reads, on the read sessions) and priority (the writer
+// and the readiness check, on the priority session).
+func newInstruments(js jetstream.JetStream, st, priority *store.Store, log *slog.Logger) *instruments {
 	reg := obs.NewRegistry()
 	h := obs.NewHealth(log)
 	h.Add("nats", obs.NATSCheck(js))
-	h.Add("clickhouse", st.Ping)
+	h.Add("clickhouse", priority.Ping)
 	reg.MustRegister(
 		obs.NewJetStream("ingest", js, []string{event.StreamRaw}),
 		obs.NewJetStream("validator", js, []string{event.StreamRejected},
@@ -41,7 +44,7 @@ func newInstruments(js jetstream.JetStream, st *store.Store, log *slog.Logger) *
 	)
 	return &instruments{
 		reg: reg, health: h, validator: obs.NewValidator(reg),
-		writerStore: st.Decorate(storemetrics.Decorator(reg, "writer")),
+		writerStore: priority.Decorate(storemetrics.Decorator(reg, "writer")),
 		queryStore:  st.Decorate(storemetrics.Decorator(reg, "queryapi")),
 	}
 }

@@ -36,18 +36,24 @@ var codePattern = regexp.MustCompile(`Code: (\d+)\.`)
 // IsDataError reports whether err is ClickHouse refusing the rows themselves (a parse or type
 // error), as opposed to ClickHouse being unavailable or slow.
 func IsDataError(err error) bool {
+	code, ok := errorCode(err)
+	return ok && dataErrorCodes[code]
+}
+
+// errorCode returns the ClickHouse error code in err, from either backend.
+func errorCode(err error) (int, bool) {
 	var ex *clickhouse.Exception
 	if errors.As(err, &ex) {
-		return dataErrorCodes[int(ex.Code)]
+		return int(ex.Code), true
 	}
 	var ce *chdb.Error
 	if errors.As(err, &ce) {
 		if m := codePattern.FindStringSubmatch(ce.Message); m != nil {
 			code, _ := strconv.Atoi(m[1])
-			return dataErrorCodes[code]
+			return code, true
 		}
 	}
-	return false
+	return 0, false
 }
 
 // StoredIDs returns which of recs' event ids are already stored (for their organizations).

@@ -69,11 +69,12 @@ type DB interface {
 
 // Store reads and writes audit events. Safe for concurrent use.
 type Store struct {
-	db DB
+	db     DB
+	limits ReadLimits
 }
 
-// New returns a Store on db. Call Migrate before use.
-func New(db DB) *Store { return &Store{db: db} }
+// New returns a Store on db whose reads run with DefaultReadLimits. Call Migrate before use.
+func New(db DB) *Store { return &Store{db: db, limits: DefaultReadLimits()} }
 
 // Close closes the underlying DB.
 func (s *Store) Close() error { return s.db.Close() }

@@ -26,6 +26,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -441,12 +442,19 @@ func (s *Service) work(ctx context.Context, id string) {
 	j, rev = lease.current()
 	now := s.now().UTC().Truncate(time.Millisecond)
 	j.LeaseOwner, j.LeaseUntil, j.UpdatedAt = "", time.Time{}, now
+	var limit *store.LimitError
 	switch {
 	case err == nil:
 		j.State, j.Rows = StateReady, rows
 		log.Info("export ready", "rows", rows)
 	case ctx.Err() != nil:
 		return // shutting down: the lease runs out and another replica takes the job
+	case errors.As(err, &limit):
+		// Trying again would hit the same limit: the export fails at once, naming it.
+		j.State = StateError
+		j.Error = fmt.Sprintf("the export went past its %s limit of %s (LOGBOOK_EXPORT_%s); narrow its range or filters",
+			limit.Setting(), limit.Describe(), strings.ToUpper(limit.Setting()))
+		log.Warn("export stopped by its limit", "err", err)
 	case j.Attempts >= s.cfg.MaxAttempts:
 		j.State, j.Error = StateError, err.Error()
 		log.Error("export failed for good", "err", err)

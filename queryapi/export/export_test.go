@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,8 @@ import (
 	"github.com/logbookhq/logbook/pkg/storetest"
 	"github.com/logbookhq/logbook/queryapi/export"
 )
+
+func TestMain(m *testing.M) { os.Exit(storetest.Main(m)) }
 
 type noRetention struct{}
 

@@ -199,7 +199,7 @@ func (a *API) list(c echo.Context) error {
 	older := forward == r.desc
 	rows, err := a.store.Search(ctx, r.filter, older, from.position(), r.limit+1)
 	if err != nil {
-		return err
+		return QueryError(err)
 	}
 	more := len(rows) > r.limit
 	if more {
@@ -246,9 +246,33 @@ func (a *API) get(c echo.Context) error {
 		return wire.NotFound(fmt.Sprintf("Audit Log Event not found: '%s'.", id))
 	}
 	if err != nil {
-		return err
+		return QueryError(err)
 	}
 	return c.JSON(http.StatusOK, EventJSON(*e))
+}
+
+// QueryError is the answer to a failed read: a read ClickHouse stopped at one of its limits
+// (store.LimitError) is 503 query_timeout with Retry-After for the time limit, and 422
+// query_too_expensive for the memory and rows limits, each naming the limit and its variable;
+// anything else is returned unchanged (a 500).
+func QueryError(err error) error {
+	var le *store.LimitError
+	if !errors.As(err, &le) {
+		return err
+	}
+	const narrow = "narrow it (a shorter range_start/range_end, an actions or actor filter)"
+	variable := "LOGBOOK_SEARCH_" + strings.ToUpper(le.Setting())
+	switch le.Kind {
+	case store.LimitTime:
+		return &wire.Error{Status: http.StatusServiceUnavailable, Code: "query_timeout", RetryAfter: 5,
+			Message: fmt.Sprintf("The search ran longer than its limit of %s (%s); %s or retry later.", le.Describe(), variable, narrow)}
+	case store.LimitMemory:
+		return wire.Unprocessable("query_too_expensive",
+			fmt.Sprintf("The search needs more memory than its limit of %s (%s); %s.", le.Describe(), variable, narrow), []any{})
+	default:
+		return wire.Unprocessable("query_too_expensive",
+			fmt.Sprintf("The search would read more rows than its limit of %s (%s); %s.", le.Describe(), variable, narrow), []any{})
+	}
 }
 
 // EventJSON renders a stored event as the API's audit_log_event object: the event as accepted

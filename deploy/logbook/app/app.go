@@ -62,6 +62,8 @@ type Config struct {
 	Writer  batcher.Config
 	Export  export.Config
 	Portal  portal.Config
+	// Reads are the ClickHouse limits of searches and exports.
+	Reads store.ReadLimits
 	// RateLimit is the per-API-key token bucket.
 	RateLimit wire.RateLimitConfig
 	// RetentionSweep is how often shortened retentions are enforced on older rows. Default 1 h.
@@ -91,6 +93,7 @@ func ConfigFromEnv(env *config.Env) Config {
 		Writer:         wc,
 		Export:         ec,
 		Portal:         portal.ConfigFromEnv(env),
+		Reads:          store.ReadLimitsFromEnv(env),
 		RateLimit:      wire.RateLimitFromEnv(env),
 		RetentionSweep: env.Duration("LOGBOOK_RETENTION_SWEEP", time.Hour),
 	}
@@ -170,7 +173,7 @@ func (a *App) start(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	a.store = store.New(db)
+	a.store = store.New(db).WithLimits(cfg.Reads)
 	if err := a.store.Migrate(ctx); err != nil {
 		return err
 	}

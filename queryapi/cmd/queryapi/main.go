@@ -45,10 +45,12 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	ec := export.DefaultConfig()
 	ec.PublicURL = env.BaseURL("LOGBOOK_PUBLIC_URL", "")
 	sweepEvery := env.Duration("LOGBOOK_RETENTION_SWEEP", time.Hour)
+	reads := store.ReadLimitsFromEnv(env)
 	st, err := store.ServerFromEnv(ctx, env)
 	if err != nil {
 		return err
 	}
+	st = st.WithLimits(reads)
 	defer st.Close()
 	// NATS for the API keys, retention settings, export jobs and files.
 	nc, js, err := natsx.ConnectFromEnv(ctx, env, "logbook-queryapi")

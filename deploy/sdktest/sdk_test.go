@@ -45,7 +45,6 @@ func run(m *testing.M) int {
 		"LOGBOOK_DATA_DIR":   dir,
 		"LOGBOOK_ADDR":       "127.0.0.1:0",
 		"LOGBOOK_API_KEY":    apiKey,
-		"LOGBOOK_BATCH_WAIT": "50ms",
 	})
 	logbook, err = app.Start(context.Background(), app.ConfigFromEnv(env), slog.New(slog.DiscardHandler))
 	if err != nil {

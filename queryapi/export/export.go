@@ -35,7 +35,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/settle"
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/wire"
 )
@@ -70,11 +72,26 @@ type Config struct {
 	MaxAttempts int
 	// Workers is how many exports one process runs at once. Default 2.
 	Workers int
+	// StoredWait is how long an attempt waits for the pipeline to store every event acknowledged
+	// before the export was requested (LOGBOOK_EXPORT_STORED_WAIT). Past it the attempt fails and
+	// the job is tried again (up to MaxAttempts, then "error"): an export never holds a silent
+	// subset. Default 60 s.
+	StoredWait time.Duration
 }
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
-	return Config{LinkTTL: 10 * time.Minute, Lease: 30 * time.Second, Sweep: 10 * time.Second, MaxAttempts: 3, Workers: 2}
+	return Config{LinkTTL: 10 * time.Minute, Lease: 30 * time.Second, Sweep: 10 * time.Second, MaxAttempts: 3, Workers: 2,
+		StoredWait: 60 * time.Second}
+}
+
+// ConfigFromEnv reads LOGBOOK_PUBLIC_URL and LOGBOOK_EXPORT_STORED_WAIT over DefaultConfig;
+// problems are recorded in env.
+func ConfigFromEnv(env *config.Env) Config {
+	c := DefaultConfig()
+	c.PublicURL = env.BaseURL("LOGBOOK_PUBLIC_URL", "")
+	c.StoredWait = env.Duration("LOGBOOK_EXPORT_STORED_WAIT", c.StoredWait)
+	return c
 }
 
 // Filter is what an export selects, beyond its organization.
@@ -126,6 +143,10 @@ type Job struct {
 	LeaseUntil     time.Time `json:"lease_until,omitzero"`
 	Error          string    `json:"error,omitempty"`
 	Rows           int64     `json:"rows,omitempty"`
+	// Stored is the pipeline's position when the export was requested: the job reads ClickHouse
+	// only once everything acknowledged before it is stored. Kept in the job, so a replica that
+	// resumes it waits for the same point.
+	Stored *settle.Point `json:"stored,omitempty"`
 }
 
 // events streams an organization's events: a *store.Store.
@@ -138,9 +159,16 @@ type Retention interface {
 	Days(org string) uint16
 }
 
+// pipeline tells when what was acknowledged up to a point is stored: a *settle.Waiter.
+type pipeline interface {
+	Mark(ctx context.Context) (settle.Point, error)
+	Wait(ctx context.Context, p *settle.Point, progress func(settle.Point)) error
+}
+
 // Service serves and runs exports. Safe for concurrent use.
 type Service struct {
 	jobs      jetstream.KeyValue
+	pipeline  pipeline
 	files     jetstream.ObjectStore
 	secret    []byte
 	events    events
@@ -177,7 +205,7 @@ func Open(ctx context.Context, js jetstream.JetStream, ev events, ret Retention,
 	var owner [8]byte
 	_, _ = rand.Read(owner[:])
 	return &Service{
-		jobs: jobs, files: files, secret: secret, events: ev, retention: ret, cfg: cfg, log: log,
+		jobs: jobs, pipeline: settle.New(js), files: files, secret: secret, events: ev, retention: ret, cfg: cfg, log: log,
 		owner: hex.EncodeToString(owner[:]), queue: make(chan string, 1000), now: time.Now,
 	}, nil
 }
@@ -243,10 +271,17 @@ func (s *Service) create(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	// Everything acknowledged before this request goes into the export: remember where the
+	// pipeline stands now, and let the job wait for it.
+	mark, err := s.pipeline.Mark(c.Request().Context())
+	if err != nil {
+		s.log.Warn("export not created: the pipeline's position is unknown", "err", err)
+		return wire.Unavailable("The export could not be created right now; retry shortly.", 1)
+	}
 	now := s.now().UTC().Truncate(time.Millisecond)
 	j := &Job{
 		ID:             "audit_log_export_" + ulid.MustNew(ulid.Timestamp(now), rand.Reader).String(),
-		OrganizationID: org, Filter: *f, State: StatePending, CreatedAt: now, UpdatedAt: now,
+		OrganizationID: org, Filter: *f, State: StatePending, CreatedAt: now, UpdatedAt: now, Stored: &mark,
 	}
 	raw, err := json.Marshal(j)
 	if err != nil {
@@ -432,7 +467,11 @@ func (s *Service) work(ctx context.Context, id string) {
 	lease := &leaseHolder{s: s, job: j, rev: rev}
 	rctx, cancel := context.WithCancel(ctx)
 	stopRenew := lease.keep(rctx, cancel)
-	rows, err := s.produce(rctx, j)
+	err := s.waitStored(rctx, j, lease)
+	var rows int64
+	if err == nil {
+		rows, err = s.produce(rctx, j)
+	}
 	cancel()
 	stopRenew()
 	if lease.lost() {
@@ -508,6 +547,24 @@ func (s *Service) update(ctx context.Context, j *Job, rev uint64) (uint64, error
 		return 0, fmt.Errorf("failed to encode export job: %w", err)
 	}
 	return s.jobs.Update(ctx, j.ID, raw, rev)
+}
+
+// waitStored waits, up to StoredWait, until the pipeline has stored everything acknowledged
+// before the job was requested, recording in the job how far the pipeline got.
+func (s *Service) waitStored(ctx context.Context, j *Job, lease *leaseHolder) error {
+	if j.Stored == nil { // a job recorded before exports waited
+		return nil
+	}
+	p := *j.Stored
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.StoredWait)
+	defer cancel()
+	err := s.pipeline.Wait(wctx, &p, func(p settle.Point) {
+		lease.record(ctx, func(j *Job) { j.Stored = &p })
+	})
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("the events acknowledged before the export were not all stored within %s (the pipeline is behind): %w", s.cfg.StoredWait, err)
+	}
+	return err
 }
 
 // produce streams the job's events as CSV into the object store and returns the row count.
@@ -590,6 +647,20 @@ func (l *leaseHolder) keep(ctx context.Context, lost context.CancelFunc) (stop f
 		}
 	}()
 	return func() { <-done }
+}
+
+// record changes the job and stores the change at once (with the lease's revision check).
+func (l *leaseHolder) record(ctx context.Context, change func(*Job)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	j := *l.job
+	change(&j)
+	rev, err := l.s.update(ctx, &j, l.rev)
+	if err != nil {
+		l.s.log.Warn("export progress not recorded", "export_id", j.ID, "err", err)
+		return // the next renewal notices a lost lease
+	}
+	l.job, l.rev = &j, rev
 }
 
 func (l *leaseHolder) lost() bool {

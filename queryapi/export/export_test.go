@@ -17,6 +17,7 @@ import (
 
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/natstest"
+	"github.com/logbookhq/logbook/pkg/settle"
 	"github.com/logbookhq/logbook/pkg/storetest"
 	"github.com/logbookhq/logbook/queryapi/export"
 )
@@ -120,4 +121,50 @@ func TestParseRequestKeepsFilters(t *testing.T) {
 	assert.Equal(t, []string{"u1"}, f.ActorIDs)
 	assert.Equal(t, []string{"team"}, f.TargetTypes)
 	assert.Equal(t, time.Date(2026, 1, 31, 23, 0, 0, 0, time.UTC), f.RangeEnd)
+}
+
+// A job whose point the pipeline has not stored waits, each attempt up to StoredWait, and then
+// fails (state "error" after its attempts) rather than exporting what happens to be stored.
+func TestExportNeverExportsASubset(t *testing.T) {
+	ctx := context.Background()
+	_, js := natstest.New(t)
+	st := storetest.Shared(t)
+	org := storetest.NewOrg(t)
+	// An acknowledged event no validator has settled.
+	_, err := js.Publish(ctx, event.RawSubject(org), []byte("{}"))
+	require.NoError(t, err)
+	jobs, err := js.KeyValue(ctx, event.BucketExports)
+	require.NoError(t, err)
+	const id = "audit_log_export_01ARZ3NDEKTSV4RRFFQ69G5FA3"
+	now := time.Now().UTC()
+	raw, _ := json.Marshal(export.Job{
+		ID: id, OrganizationID: org, State: export.StatePending, CreatedAt: now, UpdatedAt: now,
+		Filter: export.Filter{RangeStart: now.Add(-time.Hour), RangeEnd: now.Add(time.Hour)},
+		Stored: &settle.Point{Raw: 1},
+	})
+	_, err = jobs.Put(ctx, id, raw)
+	require.NoError(t, err)
+
+	cfg := export.DefaultConfig()
+	cfg.Sweep, cfg.Lease, cfg.StoredWait, cfg.MaxAttempts = 50*time.Millisecond, time.Second, 200*time.Millisecond, 2
+	svc, err := export.Open(ctx, js, st, noRetention{}, cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(rctx) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+
+	var j export.Job
+	require.Eventually(t, func() bool {
+		e, err := jobs.Get(ctx, id)
+		require.NoError(t, err)
+		require.NoError(t, json.Unmarshal(e.Value(), &j))
+		return j.State != export.StatePending
+	}, 20*time.Second, 20*time.Millisecond)
+	assert.Equal(t, export.StateError, j.State)
+	assert.Contains(t, j.Error, "not all stored within 200ms")
+	files, err := js.ObjectStore(ctx, event.ObjectsExports)
+	require.NoError(t, err)
+	_, err = files.GetInfo(ctx, id+".csv")
+	assert.ErrorIs(t, err, jetstream.ErrObjectNotFound, "no partial file")
 }

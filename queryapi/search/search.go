@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
+	"github.com/oklog/ulid/v2"
 
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/store"
@@ -44,10 +45,31 @@ type Retention interface {
 type API struct {
 	store     searcher
 	retention Retention
+	stored    pipeline // nil: a missing event is a 404 at once
 }
+
+// pipeline waits until everything acknowledged so far is stored: a *settle.Waiter.
+type pipeline interface {
+	WaitNow(ctx context.Context) error
+}
+
+// Read-your-writes for single events: an id minted within RecentID of now that is not found waits
+// up to StoredWait for the pipeline to store what was acknowledged before the request, then is
+// looked up again.
+const (
+	RecentID   = 10 * time.Minute
+	StoredWait = 5 * time.Second
+)
 
 // New returns an API reading from s, hiding events past their organization's retention r.
 func New(s searcher, r Retention) *API { return &API{store: s, retention: r} }
+
+// ReadsOwnWrites makes GET /audit_logs/events/{id} of a recent id wait for the pipeline (through
+// p) before it answers 404, so an event the gateway acknowledged is found. It returns a.
+func (a *API) ReadsOwnWrites(p pipeline) *API {
+	a.stored = p
+	return a
+}
 
 // Register adds the routes to g (which applies authentication).
 func (a *API) Register(g *echo.Group) {
@@ -241,7 +263,18 @@ func (a *API) get(c echo.Context) error {
 	if err != nil || id == "" || len(id) > 64 {
 		return wire.NotFound("Audit Log Event not found.")
 	}
-	e, err := a.store.GetWithin(c.Request().Context(), org, id, a.retention.Days(org))
+	ctx := c.Request().Context()
+	e, err := a.store.GetWithin(ctx, org, id, a.retention.Days(org))
+	if errors.Is(err, store.ErrNotFound) && a.stored != nil && recent(id, time.Now()) {
+		// Perhaps acknowledged moments ago and still on its way: wait for the pipeline to store
+		// what it held at this request, then look again.
+		wctx, cancel := context.WithTimeout(ctx, StoredWait)
+		werr := a.stored.WaitNow(wctx)
+		cancel()
+		if werr == nil {
+			e, err = a.store.GetWithin(ctx, org, id, a.retention.Days(org))
+		}
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return wire.NotFound(fmt.Sprintf("Audit Log Event not found: '%s'.", id))
 	}
@@ -249,6 +282,16 @@ func (a *API) get(c echo.Context) error {
 		return QueryError(err)
 	}
 	return c.JSON(http.StatusOK, EventJSON(*e))
+}
+
+// recent reports whether id is an event id (a ULID) minted within RecentID before now.
+func recent(id string, now time.Time) bool {
+	u, err := ulid.ParseStrict(id)
+	if err != nil {
+		return false
+	}
+	at := ulid.Time(u.Time())
+	return at.After(now.Add(-RecentID)) && at.Before(now.Add(time.Minute))
 }
 
 // QueryError is the answer to a failed read: a read ClickHouse stopped at one of its limits

@@ -28,6 +28,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/retention"
 	"github.com/logbookhq/logbook/pkg/schema"
+	"github.com/logbookhq/logbook/pkg/settle"
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/wire"
 	"github.com/logbookhq/logbook/queryapi/export"
@@ -78,8 +79,6 @@ func ConfigFromEnv(env *config.Env) Config {
 	wc.MaxWait = env.Duration("LOGBOOK_BATCH_WAIT", wc.MaxWait)
 	vc.AckWait = env.Duration("LOGBOOK_VALIDATOR_ACK_WAIT", vc.AckWait)
 	wc.AckWait = env.Duration("LOGBOOK_WRITER_ACK_WAIT", wc.AckWait)
-	ec := export.DefaultConfig()
-	ec.PublicURL = env.BaseURL("LOGBOOK_PUBLIC_URL", "")
 	return Config{
 		DataDir:        env.String("LOGBOOK_DATA_DIR", "./data"),
 		DataLockWait:   env.DurationOrZero("LOGBOOK_DATA_LOCK_WAIT", DefaultDataLockWait),
@@ -91,7 +90,7 @@ func ConfigFromEnv(env *config.Env) Config {
 		Gateway:        gw,
 		Valid:          vc,
 		Writer:         wc,
-		Export:         ec,
+		Export:         export.ConfigFromEnv(env),
 		Portal:         portal.ConfigFromEnv(env),
 		Reads:          store.ReadLimitsFromEnv(env),
 		RateLimit:      wire.RateLimitFromEnv(env),
@@ -227,7 +226,8 @@ func (a *App) start(ctx context.Context, cfg Config) (err error) {
 	a.gw = gateway.New(raw, a.reg, cfg.Gateway, log.With("service", "ingest"))
 	a.gw.UseIdempotency(a.idem)
 	a.gw.Register(g)
-	search.New(a.obs.queryStore, a.ret).Register(g)
+	stored := settle.New(js)
+	search.New(a.obs.queryStore, a.ret).ReadsOwnWrites(stored).Register(g)
 	organizations.New(a.ret, a.store, log.With("service", "queryapi")).Register(g)
 	exp.Register(g)
 	reconcile.NewAPI(js, a.store).Register(g)
@@ -236,7 +236,7 @@ func (a *App) start(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	portal.New(links, search.New(a.obs.queryStore, a.ret), exp, cfg.Portal, log.With("service", "portal")).Register(e, g)
+	portal.New(links, search.New(a.obs.queryStore, a.ret).ReadsOwnWrites(stored), exp, cfg.Portal, log.With("service", "portal")).Register(e, g)
 	return a.serve(e, cfg.Addr)
 }
 

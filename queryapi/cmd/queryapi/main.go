@@ -17,6 +17,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/retention"
+	"github.com/logbookhq/logbook/pkg/settle"
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/store/storemetrics"
 	"github.com/logbookhq/logbook/pkg/wire"
@@ -42,8 +43,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	adminAddr := env.Addr("LOGBOOK_ADMIN_ADDR", obs.DefaultAdminAddr)
 	pc := portal.ConfigFromEnv(env)
 	limits := wire.RateLimitFromEnv(env)
-	ec := export.DefaultConfig()
-	ec.PublicURL = env.BaseURL("LOGBOOK_PUBLIC_URL", "")
+	ec := export.ConfigFromEnv(env)
 	sweepEvery := env.Duration("LOGBOOK_RETENTION_SWEEP", time.Hour)
 	reads := store.ReadLimitsFromEnv(env)
 	st, err := store.ServerFromEnv(ctx, env)
@@ -91,11 +91,12 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	e := wire.NewServer(log)
 	e.Use(obs.HTTP(adm.Registry, "queryapi"))
 	g := e.Group("", wire.Auth(keys), wire.RateLimit(wire.NewLimiter(limits)))
-	search.New(st, ret).Register(g)
+	stored := settle.New(js)
+	search.New(st, ret).ReadsOwnWrites(stored).Register(g)
 	organizations.New(ret, st, log).Register(g)
 	exp.Register(g)
 	exp.RegisterDownload(e)
-	portal.New(links, search.New(st, ret), exp, pc, log).Register(e, g)
+	portal.New(links, search.New(st, ret).ReadsOwnWrites(stored), exp, pc, log).Register(e, g)
 	log.Info("listening", "addr", addr)
 	return wire.Serve(ctx, e, addr)
 }

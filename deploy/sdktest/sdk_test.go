@@ -42,9 +42,9 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	env := config.FromMap(map[string]string{
-		"LOGBOOK_DATA_DIR":   dir,
-		"LOGBOOK_ADDR":       "127.0.0.1:0",
-		"LOGBOOK_API_KEY":    apiKey,
+		"LOGBOOK_DATA_DIR": dir,
+		"LOGBOOK_ADDR":     "127.0.0.1:0",
+		"LOGBOOK_API_KEY":  apiKey,
 	})
 	logbook, err = app.Start(context.Background(), app.ConfigFromEnv(env), slog.New(slog.DiscardHandler))
 	if err != nil {

@@ -2,6 +2,8 @@ package app
 
 import (
 	"encoding/json"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,4 +37,60 @@ func TestSearchAndExportLimitsAnswerClearly(t *testing.T) {
 	r = c.pollExport(r.body["id"].(string))
 	assert.Equal(t, "error", r.body["state"], "%s", r.raw)
 	assert.Less(t, time.Since(began), 20*time.Second, "the export failed at once, not after its retries")
+}
+
+func bulkBody(org string, n int) []byte {
+	var lines []string
+	for i := range n {
+		lines = append(lines, string(eventBody(org, "user.signed_in", time.Now().Add(-time.Minute), map[string]any{"i": i})))
+	}
+	return []byte(strings.Join(lines, "\n"))
+}
+
+// The per-key rate limit counts a bulk request by its events: with 10 tokens, one bulk of 8
+// passes and the next is refused with 429 and Retry-After; a bulk larger than the burst is a 413.
+func TestBulkCountsEventsAgainstTheRateLimit(t *testing.T) {
+	a := startEnv(t, map[string]string{"LOGBOOK_RATE_LIMIT": "1", "LOGBOOK_RATE_BURST": "10"})
+	c := a.client(t, testKey)
+	bulk := func(n int) response {
+		return c.do("POST", "/audit_logs/events/bulk", bulkBody("org_rl", n), "Content-Type", "application/x-ndjson")
+	}
+	r := bulk(8)
+	require.Equal(t, 200, r.status, "%s", r.raw)
+	assert.Equal(t, float64(8), r.body["accepted"])
+	r = bulk(8)
+	require.Equal(t, 429, r.status, "%s", r.raw)
+	assert.Equal(t, "rate_limit_exceeded", r.body["code"])
+	assert.NotEmpty(t, r.header.Get("Retry-After"))
+	r = bulk(11)
+	require.Equal(t, 413, r.status, "%s", r.raw)
+	assert.Contains(t, r.body["message"], "LOGBOOK_RATE_BURST")
+}
+
+// Each viewer link has its own bucket: past it the viewer API answers 429; another link of the
+// same organization, and the API key, are not slowed.
+func TestPortalLinkRateLimit(t *testing.T) {
+	a := startEnv(t, map[string]string{"LOGBOOK_PORTAL_RATE_LIMIT": "1", "LOGBOOK_PORTAL_RATE_BURST": "3"})
+	c := a.client(t, testKey)
+	viewer := func() *client {
+		r := c.do("POST", "/portal/links", []byte(`{"organization_id":"org_view"}`))
+		require.Equal(t, 201, r.status, "%s", r.raw)
+		u, err := url.Parse(r.body["url"].(string))
+		require.NoError(t, err)
+		return &client{t: t, base: c.base, key: u.Query().Get("token")}
+	}
+	v1 := viewer()
+	for range 3 {
+		require.Equal(t, 200, v1.do("GET", "/portal/api/audit_logs/events?limit=100", nil).status)
+	}
+	r := v1.do("GET", "/portal/api/audit_logs/events?limit=100", nil)
+	require.Equal(t, 429, r.status, "%s", r.raw)
+	assert.Equal(t, "rate_limit_exceeded", r.body["code"])
+	assert.NotEmpty(t, r.header.Get("Retry-After"))
+	time.Sleep(1100 * time.Millisecond) // a link made in the same second would be the same token
+	v2 := viewer()
+	for range 3 {
+		assert.Equal(t, 200, v2.do("GET", "/portal/api/audit_logs/events", nil).status, "another link keeps its own bucket")
+	}
+	assert.Equal(t, 200, c.list("organization_id=org_view").status, "the API key is not slowed")
 }

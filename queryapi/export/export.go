@@ -77,20 +77,30 @@ type Config struct {
 	// the job is tried again (up to MaxAttempts, then "error"): an export never holds a silent
 	// subset. Default 60 s.
 	StoredWait time.Duration
+	// MaxPerOrg is how many exports an organization may have in progress at once, across all
+	// replicas (LOGBOOK_EXPORT_MAX_PER_ORG); beyond it a request is refused with 429. Default 3;
+	// 0: no cap.
+	MaxPerOrg int
+	// StoreMaxBytes caps the object store of export files (LOGBOOK_EXPORT_STORE_MAX_BYTES): an
+	// export that does not fit fails, and a request while the store is full is refused with 507.
+	// Default 5 GiB; 0: no cap. JetStream reserves the cap on disk.
+	StoreMaxBytes int64
 }
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{LinkTTL: 10 * time.Minute, Lease: 30 * time.Second, Sweep: 10 * time.Second, MaxAttempts: 3, Workers: 2,
-		StoredWait: 60 * time.Second}
+		StoredWait: 60 * time.Second, MaxPerOrg: 3, StoreMaxBytes: 5 << 30}
 }
 
-// ConfigFromEnv reads LOGBOOK_PUBLIC_URL and LOGBOOK_EXPORT_STORED_WAIT over DefaultConfig;
-// problems are recorded in env.
+// ConfigFromEnv reads LOGBOOK_PUBLIC_URL, LOGBOOK_EXPORT_STORED_WAIT, LOGBOOK_EXPORT_MAX_PER_ORG
+// and LOGBOOK_EXPORT_STORE_MAX_BYTES over DefaultConfig; problems are recorded in env.
 func ConfigFromEnv(env *config.Env) Config {
 	c := DefaultConfig()
 	c.PublicURL = env.BaseURL("LOGBOOK_PUBLIC_URL", "")
 	c.StoredWait = env.Duration("LOGBOOK_EXPORT_STORED_WAIT", c.StoredWait)
+	c.MaxPerOrg = int(env.Int("LOGBOOK_EXPORT_MAX_PER_ORG", int64(c.MaxPerOrg), 0, 10_000))
+	c.StoreMaxBytes = env.Int("LOGBOOK_EXPORT_STORE_MAX_BYTES", c.StoreMaxBytes, 0, 1<<50)
 	return c
 }
 
@@ -147,6 +157,8 @@ type Job struct {
 	// only once everything acknowledged before it is stored. Kept in the job, so a replica that
 	// resumes it waits for the same point.
 	Stored *settle.Point `json:"stored,omitempty"`
+	// Slot is the key of the organization's export slot the job holds while it is pending.
+	Slot string `json:"slot,omitempty"`
 }
 
 // events streams an organization's events: a *store.Store.
@@ -200,6 +212,9 @@ func Open(ctx context.Context, js jetstream.JetStream, ev events, ret Retention,
 	}
 	secret, err := signingKey(ctx, secrets)
 	if err != nil {
+		return nil, err
+	}
+	if err := capStore(ctx, js, cfg.StoreMaxBytes); err != nil {
 		return nil, err
 	}
 	var owner [8]byte
@@ -278,17 +293,31 @@ func (s *Service) create(c echo.Context) error {
 		s.log.Warn("export not created: the pipeline's position is unknown", "err", err)
 		return wire.Unavailable("The export could not be created right now; retry shortly.", 1)
 	}
+	ctx := c.Request().Context()
+	if full, err := s.storeFull(ctx); err != nil {
+		s.log.Warn("export not created: the export store's size is unknown", "err", err)
+		return wire.Unavailable("The export could not be created right now; retry shortly.", 1)
+	} else if full {
+		return storeFullError(s.cfg.StoreMaxBytes)
+	}
 	now := s.now().UTC().Truncate(time.Millisecond)
 	j := &Job{
 		ID:             "audit_log_export_" + ulid.MustNew(ulid.Timestamp(now), rand.Reader).String(),
 		OrganizationID: org, Filter: *f, State: StatePending, CreatedAt: now, UpdatedAt: now, Stored: &mark,
 	}
+	if j.Slot, err = s.takeSlot(ctx, org, j.ID); errors.Is(err, errNoSlot) {
+		return tooManyExports(org, s.cfg.MaxPerOrg)
+	} else if err != nil {
+		s.log.Warn("export not created: no slot", "err", err)
+		return wire.Unavailable("The export could not be created right now; retry shortly.", 1)
+	}
 	raw, err := json.Marshal(j)
 	if err != nil {
 		return fmt.Errorf("failed to encode export job: %w", err)
 	}
-	if _, err := s.jobs.Create(c.Request().Context(), j.ID, raw); err != nil {
+	if _, err := s.jobs.Create(ctx, j.ID, raw); err != nil {
 		s.log.Warn("export job not stored", "err", err)
+		s.releaseSlot(context.WithoutCancel(ctx), j)
 		return wire.Unavailable("The export could not be created right now; retry shortly.", 1)
 	}
 	select {
@@ -445,6 +474,9 @@ func (s *Service) sweep(ctx context.Context) {
 	}
 	now := s.now()
 	for id := range lister.Keys() {
+		if strings.HasPrefix(id, slotPrefix) {
+			continue
+		}
 		j, _, err := s.read(ctx, id)
 		if err != nil || j.State != StatePending || now.Before(j.LeaseUntil) {
 			continue
@@ -488,6 +520,10 @@ func (s *Service) work(ctx context.Context, id string) {
 		log.Info("export ready", "rows", rows)
 	case ctx.Err() != nil:
 		return // shutting down: the lease runs out and another replica takes the job
+	case isStoreFull(err):
+		j.State = StateError
+		j.Error = fmt.Sprintf("the export does not fit in the export store (%d bytes, LOGBOOK_EXPORT_STORE_MAX_BYTES)", s.cfg.StoreMaxBytes)
+		log.Warn("export does not fit in the export store", "err", err)
 	case errors.As(err, &limit):
 		// Trying again would hit the same limit: the export fails at once, naming it.
 		j.State = StateError
@@ -503,6 +539,8 @@ func (s *Service) work(ctx context.Context, id string) {
 	}
 	if _, err := s.update(context.WithoutCancel(ctx), j, rev); err != nil {
 		log.Warn("export state not recorded; the sweep retries the job", "err", err)
+	} else if j.State != StatePending {
+		s.releaseSlot(context.WithoutCancel(ctx), j)
 	}
 	if j.State == StatePending {
 		select {
@@ -529,7 +567,9 @@ func (s *Service) claim(ctx context.Context, id string) (*Job, uint64, bool) {
 			j.Error = "the export was interrupted too often"
 		}
 		j.LeaseOwner, j.LeaseUntil = "", time.Time{}
-		_, _ = s.update(ctx, j, rev)
+		if _, err := s.update(ctx, j, rev); err == nil {
+			s.releaseSlot(ctx, j)
+		}
 		return nil, 0, false
 	}
 	j.Attempts++

@@ -5,12 +5,16 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -19,6 +23,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/natstest"
 	"github.com/logbookhq/logbook/pkg/settle"
 	"github.com/logbookhq/logbook/pkg/storetest"
+	"github.com/logbookhq/logbook/pkg/wire"
 	"github.com/logbookhq/logbook/queryapi/export"
 )
 
@@ -167,4 +172,120 @@ func TestExportNeverExportsASubset(t *testing.T) {
 	require.NoError(t, err)
 	_, err = files.GetInfo(ctx, id+".csv")
 	assert.ErrorIs(t, err, jetstream.ErrObjectNotFound, "no partial file")
+}
+
+// service opens an export service with cfg on js and the shared engine, serving its API routes on
+// an echo instance without authentication.
+func service(t *testing.T, js jetstream.JetStream, cfg export.Config) (*export.Service, *echo.Echo) {
+	t.Helper()
+	svc, err := export.Open(context.Background(), js, storetest.Shared(t), noRetention{}, cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	e := wire.NewServer(slog.New(slog.DiscardHandler))
+	svc.Register(e.Group(""))
+	return svc, e
+}
+
+func create(e *echo.Echo, org string) *httptest.ResponseRecorder {
+	body := fmt.Sprintf(`{"organization_id":%q,"range_start":"2020-01-01T00:00:00Z","range_end":"2030-01-01T00:00:00Z"}`, org)
+	req := httptest.NewRequest(http.MethodPost, "/audit_logs/exports", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	e.ServeHTTP(rec, req)
+	return rec
+}
+
+func run(t *testing.T, svc *export.Service) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+}
+
+func jobState(t *testing.T, js jetstream.JetStream, id string) export.Job {
+	t.Helper()
+	jobs, err := js.KeyValue(context.Background(), event.BucketExports)
+	require.NoError(t, err)
+	e, err := jobs.Get(context.Background(), id)
+	require.NoError(t, err)
+	var j export.Job
+	require.NoError(t, json.Unmarshal(e.Value(), &j))
+	return j
+}
+
+// An organization has at most MaxPerOrg exports in progress, counted across replicas (two
+// services on one JetStream here); the next is refused with 429 and Retry-After in the WorkOS
+// envelope, another organization is not affected, and a finished export gives its slot back.
+func TestExportsInProgressAreCappedPerOrganization(t *testing.T) {
+	_, js := natstest.New(t)
+	cfg := export.DefaultConfig()
+	cfg.MaxPerOrg, cfg.Sweep = 2, 50*time.Millisecond
+	a, ea := service(t, js, cfg)
+	_, eb := service(t, js, cfg) // a second replica, never running jobs
+	org, other := storetest.NewOrg(t), storetest.NewOrg(t)
+
+	var ids []string
+	for _, e := range []*echo.Echo{ea, eb} {
+		r := create(e, org)
+		require.Equal(t, 201, r.Code, "%s", r.Body)
+		var x struct{ ID string }
+		require.NoError(t, json.Unmarshal(r.Body.Bytes(), &x))
+		ids = append(ids, x.ID)
+	}
+	for _, e := range []*echo.Echo{ea, eb} {
+		r := create(e, org)
+		require.Equal(t, http.StatusTooManyRequests, r.Code, "%s", r.Body)
+		assert.Contains(t, r.Body.String(), `"code":"too_many_exports"`)
+		assert.Contains(t, r.Body.String(), "LOGBOOK_EXPORT_MAX_PER_ORG")
+		assert.Equal(t, "10", r.Header().Get("Retry-After"))
+	}
+	require.Equal(t, 201, create(eb, other).Code, "another organization has its own slots")
+
+	run(t, a) // the jobs finish and give their slots back
+	for _, id := range ids {
+		require.Eventually(t, func() bool { return jobState(t, js, id).State == export.StateReady }, 20*time.Second, 20*time.Millisecond)
+	}
+	for range 2 {
+		require.Equal(t, 201, create(eb, org).Code)
+	}
+}
+
+// The export store is capped: an export that does not fit fails at once with the reason and
+// leaves no file, and a request while the store is full is refused with 507.
+func TestExportStoreIsCapped(t *testing.T) {
+	ctx := context.Background()
+	_, js := natstest.New(t)
+	st := storetest.Shared(t)
+	org := storetest.NewOrg(t)
+	at := time.Now().UTC().Add(-time.Hour)
+	recs := make([]*event.Record, 10000) // about 3 MB of CSV
+	for i := range recs {
+		recs[i] = storetest.Record(org, i, at.Add(time.Duration(i)*time.Millisecond))
+	}
+	require.NoError(t, st.Insert(ctx, "cap:"+org, recs))
+	cfg := export.DefaultConfig()
+	cfg.StoreMaxBytes = 1 << 20
+	svc, e := service(t, js, cfg)
+	run(t, svc)
+
+	r := create(e, org)
+	require.Equal(t, 201, r.Code, "%s", r.Body)
+	var x struct{ ID string }
+	require.NoError(t, json.Unmarshal(r.Body.Bytes(), &x))
+	require.Eventually(t, func() bool { return jobState(t, js, x.ID).State != export.StatePending }, 20*time.Second, 20*time.Millisecond)
+	j := jobState(t, js, x.ID)
+	assert.Equal(t, export.StateError, j.State)
+	assert.Contains(t, j.Error, "LOGBOOK_EXPORT_STORE_MAX_BYTES")
+	assert.Equal(t, 1, j.Attempts, "failed at once, not retried")
+	files, err := js.ObjectStore(ctx, event.ObjectsExports)
+	require.NoError(t, err)
+	_, err = files.GetInfo(ctx, x.ID+".csv")
+	assert.ErrorIs(t, err, jetstream.ErrObjectNotFound)
+
+	// Fill the store: a request is then refused at once.
+	_, err = files.PutBytes(ctx, "filler", make([]byte, 1<<20-100<<10))
+	require.NoError(t, err)
+	r = create(e, org)
+	require.Equal(t, http.StatusInsufficientStorage, r.Code, "%s", r.Body)
+	assert.Contains(t, r.Body.String(), `"code":"export_store_full"`)
 }

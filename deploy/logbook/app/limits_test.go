@@ -94,3 +94,29 @@ func TestPortalLinkRateLimit(t *testing.T) {
 	}
 	assert.Equal(t, 200, c.list("organization_id=org_view").status, "the API key is not slowed")
 }
+
+// Over HTTP: an organization's second export while its first is in progress is refused with 429
+// (LOGBOOK_EXPORT_MAX_PER_ORG=1), and an export larger than the export store fails instead of
+// filling the disk (LOGBOOK_EXPORT_STORE_MAX_BYTES=1 MiB).
+func TestExportCapsOverHTTP(t *testing.T) {
+	a := startEnv(t, map[string]string{"LOGBOOK_BATCH_WAIT": "1s",
+		"LOGBOOK_EXPORT_MAX_PER_ORG": "1", "LOGBOOK_EXPORT_STORE_MAX_BYTES": "1048576"})
+	c := a.client(t, testKey)
+	for range 8 { // 8,000 events, about 3 MB of CSV
+		r := c.do("POST", "/audit_logs/events/bulk", bulkBody("org_cap", 1000), "Content-Type", "application/x-ndjson")
+		require.Equal(t, 200, r.status, "%s", r.raw)
+	}
+	body, _ := json.Marshal(map[string]any{"organization_id": "org_cap",
+		"range_start": time.Now().Add(-time.Hour).Format(time.RFC3339), "range_end": time.Now().Add(time.Hour).Format(time.RFC3339)})
+	first := c.do("POST", "/audit_logs/exports", body)
+	require.Equal(t, 201, first.status, "%s", first.raw)
+	second := c.do("POST", "/audit_logs/exports", body) // the first waits for the writer's batch
+	require.Equal(t, 429, second.status, "%s", second.raw)
+	assert.Equal(t, "too_many_exports", second.body["code"])
+	assert.NotEmpty(t, second.header.Get("Retry-After"))
+
+	r := c.pollExport(first.body["id"].(string))
+	assert.Equal(t, "error", r.body["state"], "3 MB do not fit in a 1 MiB store: %s", r.raw)
+	r = c.do("POST", "/audit_logs/exports", body)
+	assert.Equal(t, 201, r.status, "the finished export gave its slot back: %s", r.raw)
+}

@@ -49,6 +49,10 @@ const (
 	StateError   = "error"
 )
 
+// DownloadWriteTimeout is how long one write of a download may take: a download goes on for as
+// long as its client keeps reading.
+const DownloadWriteTimeout = 60 * time.Second
+
 // Limits on a create-export request.
 const (
 	MaxBodyBytes      = 64 << 10
@@ -424,7 +428,9 @@ func (s *Service) download(c echo.Context) error {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	c.Response().WriteHeader(http.StatusOK)
-	if _, err := io.Copy(c.Response(), obj); err != nil {
+	// A large file streams for as long as it takes: no whole-response deadline, but each write
+	// must finish within DownloadWriteTimeout (a client that stopped reading is let go).
+	if _, err := io.Copy(wire.Streaming(c, DownloadWriteTimeout), obj); err != nil {
 		s.log.Warn("export download interrupted", "export_id", id, "err", err)
 	}
 	return nil

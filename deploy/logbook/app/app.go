@@ -63,6 +63,8 @@ type Config struct {
 	Writer  batcher.Config
 	Export  export.Config
 	Portal  portal.Config
+	// HTTP holds the listener's timeouts.
+	HTTP wire.HTTPConfig
 	// Reads are the ClickHouse limits of searches and exports.
 	Reads store.ReadLimits
 	// RateLimit is the per-API-key token bucket.
@@ -92,6 +94,7 @@ func ConfigFromEnv(env *config.Env) Config {
 		Writer:         wc,
 		Export:         export.ConfigFromEnv(env),
 		Portal:         portal.ConfigFromEnv(env),
+		HTTP:           wire.HTTPFromEnv(env),
 		Reads:          store.ReadLimitsFromEnv(env),
 		RateLimit:      wire.RateLimitFromEnv(env),
 		RetentionSweep: env.Duration("LOGBOOK_RETENTION_SWEEP", time.Hour),
@@ -237,7 +240,7 @@ func (a *App) start(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	portal.New(links, search.New(a.obs.queryStore, a.ret).ReadsOwnWrites(stored), exp, cfg.Portal, log.With("service", "portal")).Register(e, g)
-	return a.serve(e, cfg.Addr)
+	return a.serve(e, cfg.Addr, cfg.HTTP)
 }
 
 // Store is the ClickHouse store this process writes and reads (for tests and tools).
@@ -246,13 +249,13 @@ func (a *App) Store() *store.Store { return a.store }
 // Retention is the organizations' retention settings as this process applies them.
 func (a *App) Retention() *retention.Policies { return a.ret }
 
-func (a *App) serve(e *echo.Echo, addr string) error {
+func (a *App) serve(e *echo.Echo, addr string, hc wire.HTTPConfig) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("failed to listen on %s: %w", addr, err)
 	}
 	a.Addr = ln.Addr().String()
-	a.http = &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
+	a.http = wire.NewHTTPServer(e, hc)
 	go func() {
 		if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error("http server stopped", "err", err)

@@ -1,7 +1,12 @@
 package app
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -119,4 +124,63 @@ func TestExportCapsOverHTTP(t *testing.T) {
 	assert.Equal(t, "error", r.body["state"], "3 MB do not fit in a 1 MiB store: %s", r.raw)
 	r = c.do("POST", "/audit_logs/exports", body)
 	assert.Equal(t, 201, r.status, "the finished export gave its slot back: %s", r.raw)
+}
+
+// The listener has read, write and idle timeouts (here 1 s each): a body that trickles in is cut,
+// an idle kept-alive connection is closed, and an export download still completes (it bounds each
+// write, not the whole response).
+func TestHTTPTimeouts(t *testing.T) {
+	a := startEnv(t, map[string]string{"LOGBOOK_HTTP_READ_TIMEOUT": "1s", "LOGBOOK_HTTP_WRITE_TIMEOUT": "1s",
+		"LOGBOOK_HTTP_IDLE_TIMEOUT": "1s"})
+	conn, err := net.Dial("tcp", a.Addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = fmt.Fprintf(conn, "POST /audit_logs/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n", testKey)
+	require.NoError(t, err)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // one byte every 100 ms: the body would take 100 s
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if _, err := conn.Write([]byte(" ")); err != nil {
+				return
+			}
+		}
+	}()
+	began := time.Now()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.ReadAll(conn)
+	assert.Less(t, time.Since(began), 5*time.Second, "the trickled body was cut")
+
+	idle, err := net.Dial("tcp", a.Addr)
+	require.NoError(t, err)
+	defer idle.Close()
+	_, err = fmt.Fprintf(idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	require.NoError(t, err)
+	r := bufio.NewReader(idle)
+	res, err := http.ReadResponse(r, nil)
+	require.NoError(t, err)
+	_, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	began = time.Now()
+	_ = idle.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = r.ReadByte()
+	assert.ErrorIs(t, err, io.EOF, "the idle connection was closed")
+	assert.Less(t, time.Since(began), 5*time.Second)
+
+	c := a.client(t, testKey)
+	r2 := c.do("POST", "/audit_logs/events/bulk", bulkBody("org_http", 500), "Content-Type", "application/x-ndjson")
+	require.Equal(t, 200, r2.status, "%s", r2.raw)
+	body, _ := json.Marshal(map[string]any{"organization_id": "org_http",
+		"range_start": time.Now().Add(-time.Hour).Format(time.RFC3339), "range_end": time.Now().Add(time.Hour).Format(time.RFC3339)})
+	r2 = c.do("POST", "/audit_logs/exports", body)
+	require.Equal(t, 201, r2.status, "%s", r2.raw)
+	r2 = c.pollExport(r2.body["id"].(string))
+	require.Equal(t, "ready", r2.body["state"], "%s", r2.raw)
+	assert.Equal(t, 501, len(csvRows(t, r2.body["url"].(string))))
 }

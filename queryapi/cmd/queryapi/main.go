@@ -41,6 +41,7 @@ func main() {
 func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	addr := env.Addr("LOGBOOK_ADDR", "0.0.0.0:8080")
 	adminAddr := env.Addr("LOGBOOK_ADMIN_ADDR", obs.DefaultAdminAddr)
+	httpc := wire.HTTPFromEnv(env)
 	pc := portal.ConfigFromEnv(env)
 	limits := wire.RateLimitFromEnv(env)
 	ec := export.ConfigFromEnv(env)
@@ -98,5 +99,5 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	exp.RegisterDownload(e)
 	portal.New(links, search.New(st, ret).ReadsOwnWrites(stored), exp, pc, log).Register(e, g)
 	log.Info("listening", "addr", addr)
-	return wire.Serve(ctx, e, addr)
+	return wire.Serve(ctx, e, addr, httpc)
 }

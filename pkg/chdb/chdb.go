@@ -257,9 +257,10 @@ type Conn struct {
 // session is one engine connection (a chdb_connection: its own engine
 // session and settings).
 type session struct {
-	mu     sync.Mutex // one statement at a time (see Conn)
+	mu     sync.Mutex // one statement at a time (see Conn); guards the fields below
 	handle *uintptr   // chdb_connection *
 	conn   uintptr    // *handle
+	dirty  bool       // a statement failed and the session could not be renewed yet
 }
 
 // Query runs a statement and returns its output in the given ClickHouse
@@ -317,15 +318,42 @@ func (c *Conn) QueryPriority(ctx context.Context, query, format string, params m
 func (c *Conn) run(s *session, query, format string, params map[string]string) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.dirty {
+		if err := c.renew(s); err != nil {
+			return nil, err
+		}
+	}
 	call := newCall(query, format, params)
 	res := c.lib.queryWithParams(s.conn, call.query, uintptr(len(query)), call.format, uintptr(len(format)),
 		call.names, call.nameLens, call.values, call.valueLens, uintptr(len(call.names)))
 	runtime.KeepAlive(call)
 	if res == 0 {
+		s.dirty = true
 		return nil, errors.New("chdb: engine returned no result")
 	}
 	defer c.lib.destroyResult(res)
-	return c.lib.output(res)
+	out, err := c.lib.output(res)
+	if err != nil {
+		// A statement that fails after it produced rows (stopped by max_execution_time, say)
+		// leaves them in the session: the engine hands them to the session's next statement,
+		// ahead of its own output (measured on 26.7). Such a session is replaced.
+		s.dirty = true
+		if rerr := c.renew(s); rerr != nil {
+			return nil, errors.Join(err, rerr)
+		}
+	}
+	return out, err
+}
+
+// renew replaces s's engine connection with a fresh one. Called with s.mu held.
+func (c *Conn) renew(s *session) error {
+	handle, err := c.lib.openConn(c.dir)
+	if err != nil {
+		return fmt.Errorf("chdb: renew a session after an error: %w", err)
+	}
+	c.lib.closeConn(s.handle)
+	s.handle, s.conn, s.dirty = handle, *handle, false
+	return nil
 }
 
 // QueryStream runs a statement like Query but hands its output to fn in

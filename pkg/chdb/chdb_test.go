@@ -523,3 +523,24 @@ func TestPriorityNotBehindReads(t *testing.T) {
 		t.Errorf("a query with every read session busy: want DeadlineExceeded, got %v", err)
 	}
 }
+
+// TestSessionIsCleanAfterAnError: a statement stopped by a limit after it produced rows leaves
+// them in its engine session, which would hand them to the session's next statement; every
+// statement after it returns exactly its own output, on every session.
+func TestSessionIsCleanAfterAnError(t *testing.T) {
+	c := openTest(t, t.TempDir())
+	const slow = "SELECT sleepEachRow(0.01) FROM numbers(1000) SETTINGS max_block_size = 1, max_execution_time = 0.3"
+	for name, q := range map[string]func(context.Context, string, string, map[string]string) ([]byte, error){
+		"read": c.Query, "priority": c.QueryPriority,
+	} {
+		if _, err := q(t.Context(), slow, "TabSeparated", nil); err == nil || !strings.Contains(err.Error(), "TIMEOUT_EXCEEDED") {
+			t.Fatalf("%s: want a timeout, got %v", name, err)
+		}
+		for i := range 2 * ReadSessions {
+			out, err := q(t.Context(), "SELECT 42 + {i:UInt8}", "TabSeparated", map[string]string{"i": "1"})
+			if err != nil || string(out) != "43\n" {
+				t.Fatalf("%s: statement %d after the timeout: %q, %v", name, i, out, err)
+			}
+		}
+	}
+}

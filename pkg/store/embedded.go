@@ -18,8 +18,12 @@ import (
 // Statements run on the engine's read sessions (several at once), except INSERTs, which run on
 // its priority session so that slow reads never hold them up. Priority gives a DB that runs
 // everything on the priority session, for the writer's own reads and for readiness checks.
+// Free-text searches (which scan an organization's rows) may hold at most all read sessions but
+// one, so reads that the sort key serves (pages, filters, single events) always find a session
+// instead of queueing behind scans.
 type Embedded struct {
-	conn *chdb.Conn
+	conn  *chdb.Conn
+	scans chan struct{} // a token per scan allowed to run
 }
 
 // OpenEmbedded loads libchdb.so from libPath (chdb.DefaultLibPath() when empty) and opens the
@@ -32,8 +36,14 @@ func OpenEmbedded(libPath, dataDir string) (*Embedded, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Embedded{conn: conn}, nil
+	return &Embedded{conn: conn, scans: make(chan struct{}, max(1, chdb.ReadSessions-1))}, nil
 }
+
+// scanKey marks a context whose statement scans many rows (a free-text search).
+type scanKey struct{}
+
+// asScan marks ctx's statement as a scan, for the embedded engine's read sessions.
+func AsScan(ctx context.Context) context.Context { return context.WithValue(ctx, scanKey{}, true) }
 
 // Exec implements DB.
 func (e *Embedded) Exec(ctx context.Context, query string, params Params) error {
@@ -42,7 +52,16 @@ func (e *Embedded) Exec(ctx context.Context, query string, params Params) error 
 }
 
 // Query implements DB. The whole result is read at once (TabSeparated) and scanned from memory.
+// A scan (see asScan) first waits for one of its tokens.
 func (e *Embedded) Query(ctx context.Context, query string, params Params) (Rows, error) {
+	if scan, _ := ctx.Value(scanKey{}).(bool); scan {
+		select {
+		case e.scans <- struct{}{}:
+			defer func() { <-e.scans }()
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	out, err := e.conn.Query(ctx, query, "TabSeparated", params)
 	if err != nil {
 		return nil, err

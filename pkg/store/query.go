@@ -147,6 +147,9 @@ func (s *Store) Search(ctx context.Context, f Filter, older bool, from *Position
 	} else {
 		q += oldestFirst
 	}
+	if f.Text != "" {
+		ctx = AsScan(ctx) // free text reads every row of the range: a scan
+	}
 	return s.events(ctx, q+pageLimit+s.limits.Search.Clause(), p, s.limits.Search)
 }
 

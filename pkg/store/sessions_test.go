@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/logbookhq/logbook/pkg/chdb"
@@ -50,4 +51,36 @@ func TestInsertsAndPingDoNotWaitBehindReads(t *testing.T) {
 	require.Len(t, stored, 1)
 	require.Zero(t, slowDone.Load(), "the insert or the ping waited for the slow reads")
 	_ = st
+}
+
+// Scans (free-text searches) hold at most all read sessions but one: with more scans waiting than
+// there are sessions, a read the sort key serves still runs at once.
+func TestScansLeaveASessionForOtherReads(t *testing.T) {
+	db := storetest.SharedEngine(t)
+	ctx := context.Background()
+	var done atomic.Int32
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for range chdb.ReadSessions {
+		wg.Go(func() {
+			rows, err := db.Query(store.AsScan(ctx), "SELECT sleep(2) /* scan-marker */", nil)
+			if err == nil {
+				err = rows.Close()
+			}
+			require.NoError(t, err)
+			done.Add(1)
+		})
+	}
+	runningScans := func() uint64 {
+		var n uint64
+		require.NoError(t, db.Each(ctx, "SELECT count() FROM system.processes WHERE query LIKE '%scan-marker%' AND query NOT LIKE '%system.processes%'",
+			nil, []any{&n}, func() error { return nil }))
+		return n
+	}
+	require.Eventually(t, func() bool { return runningScans() == chdb.ReadSessions-1 }, 10*time.Second, 20*time.Millisecond)
+	rows, err := db.Query(ctx, "SELECT 1", nil)
+	require.NoError(t, err)
+	require.NoError(t, rows.Close())
+	assert.Zero(t, done.Load(), "the read waited for a scan")
+	assert.Equal(t, uint64(chdb.ReadSessions-1), runningScans(), "one scan waits for a token")
 }

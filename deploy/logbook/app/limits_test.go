@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -183,4 +185,54 @@ func TestHTTPTimeouts(t *testing.T) {
 	r2 = c.pollExport(r2.body["id"].(string))
 	require.Equal(t, "ready", r2.body["state"], "%s", r2.raw)
 	assert.Equal(t, 501, len(csvRows(t, r2.body["url"].(string))))
+}
+
+// Eight free-text searches at a time, over and over, while events keep arriving: every event is
+// acknowledged and stored, readiness stays ok, and every search answers correctly. (How much
+// the searches slow ingest is measured by make bench, not here.)
+func TestHeavySearchesAlongsideIngest(t *testing.T) {
+	a := startEnv(t, map[string]string{"LOGBOOK_RATE_LIMIT": "0"})
+	c := a.client(t, testKey)
+	for range 10 {
+		r := c.do("POST", "/audit_logs/events/bulk", bulkBody("org_heavy", 1000), "Content-Type", "application/x-ndjson")
+		require.Equal(t, 200, r.status, "%s", r.raw)
+	}
+	require.Eventually(t, func() bool { return storedCount(t, a, "org_heavy") == 10_000 }, 60*time.Second, 50*time.Millisecond)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var searches atomic.Int64
+	for w := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				// No event holds this text: the search reads every row of the organization.
+				r := c.list(fmt.Sprintf("organization_id=org_heavy&limit=50&q=absent-%d-%d", w, i))
+				if !assert.Equal(t, 200, r.status, "%s", r.raw) {
+					return
+				}
+				assert.Empty(t, r.body["data"])
+				searches.Add(1)
+			}
+		})
+	}
+	for i := range 100 {
+		c.emit("org_live", time.Now().Add(-time.Minute), i)
+		if i%20 == 0 {
+			res, err := http.Get("http://" + a.Addr + "/readyz")
+			require.NoError(t, err)
+			res.Body.Close()
+			assert.Equal(t, 200, res.StatusCode, "ready while searches run")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.Eventually(t, func() bool { return storedCount(t, a, "org_live") == 100 }, 60*time.Second, 50*time.Millisecond)
+	assert.Len(t, c.waitFor("org_live", 100), 100)
+	close(stop)
+	wg.Wait()
+	assert.Positive(t, searches.Load())
 }

@@ -52,13 +52,17 @@ var (
 	opened bool
 )
 
-// ReadSessions is how many engine sessions Query spreads statements over (see Conn).
-const ReadSessions = 4
+// Sessions of a Conn (see Conn): Query spreads statements over ReadSessions, QueryPriority over
+// PrioritySessions.
+const (
+	ReadSessions     = 4
+	PrioritySessions = 2
+)
 
 // Open loads libchdb.so from libPath and opens the engine on dataDir
 // (created if missing), as if it were started with
-// {"clickhouse", "--path=<dataDir>"}, with one session for QueryPriority and
-// ReadSessions sessions for Query.
+// {"clickhouse", "--path=<dataDir>"}, with PrioritySessions sessions for
+// QueryPriority and ReadSessions sessions for Query.
 //
 // The library is loaded once per process; later calls reuse it and must name
 // the same path. When the file is missing, the error names the path and says
@@ -95,8 +99,8 @@ func Open(libPath, dataDir string) (*Conn, error) {
 		return nil, fmt.Errorf("chdb: create data dir: %w", err)
 	}
 
-	c := &Conn{lib: l, dir: dir, readers: make(chan *session, ReadSessions)}
-	for i := 0; i <= ReadSessions; i++ {
+	c := &Conn{lib: l, dir: dir, priority: make(chan *session, PrioritySessions), readers: make(chan *session, ReadSessions)}
+	for i := 0; i < PrioritySessions+ReadSessions; i++ {
 		handle, err := l.openConn(dir)
 		if err != nil {
 			c.closeSessions()
@@ -104,8 +108,8 @@ func Open(libPath, dataDir string) (*Conn, error) {
 		}
 		s := &session{handle: handle, conn: *handle}
 		c.sessions = append(c.sessions, s)
-		if i == 0 {
-			c.priority = s
+		if i < PrioritySessions {
+			c.priority <- s
 		} else {
 			c.readers <- s
 		}
@@ -233,8 +237,8 @@ func (l *library) restoreSignals(s *savedSignals) error {
 }
 
 // Conn is the in-process engine, opened on a data directory. It holds
-// several engine sessions: one reserved for QueryPriority and ReadSessions
-// shared by Query. Sessions run statements concurrently (measured on 26.7: a
+// several engine sessions: PrioritySessions reserved for QueryPriority and
+// ReadSessions shared by Query. Sessions run statements concurrently (measured on 26.7: a
 // SELECT 1 on one session answered in about 25 ms while another session ran
 // a 2 s statement), and each binds query parameters for itself, so a slow
 // read never holds up a statement on another session. Within a session,
@@ -248,7 +252,7 @@ type Conn struct {
 
 	mu       sync.RWMutex // read-held by calls, write-held by Close to mark it closed
 	closed   bool
-	priority *session      // QueryPriority's session
+	priority chan *session // QueryPriority's idle sessions
 	readers  chan *session // Query's idle sessions
 	sessions []*session    // all of them, for Close
 	streams  sync.WaitGroup
@@ -285,6 +289,21 @@ func (c *Conn) Query(ctx context.Context, query, format string, params map[strin
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	return c.on(ctx, c.readers, query, format, params)
+}
+
+// QueryPriority is Query on the sessions reserved for work that must not wait
+// behind reads: the writer's INSERTs and readiness checks (two sessions, so
+// neither of those waits for the other either).
+func (c *Conn) QueryPriority(ctx context.Context, query, format string, params map[string]string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return c.on(ctx, c.priority, query, format, params)
+}
+
+// on runs the statement on a session taken from pool, waiting for one (or ctx).
+func (c *Conn) on(ctx context.Context, pool chan *session, query, format string, params map[string]string) ([]byte, error) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.closed {
@@ -292,27 +311,12 @@ func (c *Conn) Query(ctx context.Context, query, format string, params map[strin
 	}
 	var s *session
 	select {
-	case s = <-c.readers:
+	case s = <-pool:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	defer func() { c.readers <- s }()
+	defer func() { pool <- s }()
 	return c.run(s, query, format, params)
-}
-
-// QueryPriority is Query on the session reserved for work that must not wait
-// behind reads: the writer's INSERTs and readiness checks. Calls on it run
-// one at a time.
-func (c *Conn) QueryPriority(ctx context.Context, query, format string, params map[string]string) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if c.closed {
-		return nil, errClosed
-	}
-	return c.run(c.priority, query, format, params)
 }
 
 func (c *Conn) run(s *session, query, format string, params map[string]string) ([]byte, error) {

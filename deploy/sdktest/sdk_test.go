@@ -43,10 +43,9 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	env := config.FromMap(map[string]string{
-		"LOGBOOK_DATA_DIR":   dir,
-		"LOGBOOK_ADDR":       "127.0.0.1:0",
-		"LOGBOOK_API_KEY":    apiKey,
-		"LOGBOOK_BATCH_WAIT": "50ms",
+		"LOGBOOK_DATA_DIR": dir,
+		"LOGBOOK_ADDR":     "127.0.0.1:0",
+		"LOGBOOK_API_KEY":  apiKey,
 	})
 	cfg := app.ConfigFromEnv(env)
 	cfg.StopMerges = true // every stored row stays visible to storetest.Copies

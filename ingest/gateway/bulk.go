@@ -97,6 +97,9 @@ func (gw *Gateway) createBulk(c echo.Context) error {
 		return &wire.Error{Status: http.StatusRequestEntityTooLarge, Code: "too_many_events",
 			Message: fmt.Sprintf("A bulk request holds at most %d events; this one has %d.", MaxBulkEvents, len(raw))}
 	}
+	if err := wire.Charge(c, len(raw)-1); err != nil { // the rate limit counts events, not requests
+		return err
+	}
 	ctx := c.Request().Context()
 	now := gw.now().UTC()
 	results := make([]LineResult, len(raw))

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -447,4 +448,99 @@ func runChild(scenario, dir string) int {
 	}
 	fmt.Fprintln(os.Stderr, "unknown scenario", scenario)
 	return 3
+}
+
+// running counts the statements containing marker that the engine is running now, read through a
+// stream (a connection of its own, so the count is not held up by the statements it counts).
+func running(t *testing.T, c *Conn, marker string) int {
+	t.Helper()
+	var out []byte
+	err := c.QueryStream(t.Context(), "SELECT count() FROM system.processes WHERE query LIKE {m:String} AND query NOT LIKE '%system.processes%'",
+		"TabSeparated", map[string]string{"m": "%" + marker + "%"}, func(chunk []byte) error { out = append(out, chunk...); return nil })
+	if err != nil {
+		t.Fatalf("count running statements: %v", err)
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	return n
+}
+
+// TestSessionsRunConcurrently: Query spreads statements over several engine sessions, which the
+// engine runs at the same time, so one slow read does not hold up the others.
+func TestSessionsRunConcurrently(t *testing.T) {
+	c := openTest(t, t.TempDir())
+	const n = 3
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			if _, err := c.Query(t.Context(), "SELECT sleep(2) /* concurrent-marker */", "TabSeparated", nil); err != nil {
+				t.Errorf("slow query: %v", err)
+			}
+		})
+	}
+	most := 0
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && most < n; {
+		most = max(most, running(t, c, "concurrent-marker"))
+		time.Sleep(20 * time.Millisecond)
+	}
+	wg.Wait()
+	if most < n {
+		t.Errorf("at most %d of %d slow queries ran at once: statements are serialised", most, n)
+	}
+}
+
+// TestPriorityNotBehindReads: with every read session busy, QueryPriority still runs at once,
+// and a Query waiting for a session gives up with its context.
+func TestPriorityNotBehindReads(t *testing.T) {
+	c := openTest(t, t.TempDir())
+	var slowDone atomic.Int32
+	var wg sync.WaitGroup
+	for range ReadSessions {
+		wg.Go(func() {
+			if _, err := c.Query(t.Context(), "SELECT sleep(3) /* busy-marker */", "TabSeparated", nil); err != nil {
+				t.Errorf("slow query: %v", err)
+			}
+			slowDone.Add(1)
+		})
+	}
+	defer wg.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for running(t, c, "busy-marker") < ReadSessions {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow queries never all ran")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out, err := c.QueryPriority(t.Context(), "SELECT {v:String}", "TabSeparated", map[string]string{"v": "first"})
+	if err != nil || string(out) != "first\n" {
+		t.Fatalf("priority query: %q, %v", out, err)
+	}
+	if n := slowDone.Load(); n != 0 {
+		t.Errorf("the priority query waited for %d slow reads", n)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := c.Query(ctx, "SELECT 1", "TabSeparated", nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a query with every read session busy: want DeadlineExceeded, got %v", err)
+	}
+}
+
+// TestSessionIsCleanAfterAnError: a statement stopped by a limit after it produced rows leaves
+// them in its engine session, which would hand them to the session's next statement; every
+// statement after it returns exactly its own output, on every session.
+func TestSessionIsCleanAfterAnError(t *testing.T) {
+	c := openTest(t, t.TempDir())
+	const slow = "SELECT sleepEachRow(0.01) FROM numbers(1000) SETTINGS max_block_size = 1, max_execution_time = 0.3"
+	for name, q := range map[string]func(context.Context, string, string, map[string]string) ([]byte, error){
+		"read": c.Query, "priority": c.QueryPriority,
+	} {
+		if _, err := q(t.Context(), slow, "TabSeparated", nil); err == nil || !strings.Contains(err.Error(), "TIMEOUT_EXCEEDED") {
+			t.Fatalf("%s: want a timeout, got %v", name, err)
+		}
+		for i := range 2 * ReadSessions {
+			out, err := q(t.Context(), "SELECT 42 + {i:UInt8}", "TabSeparated", map[string]string{"i": "1"})
+			if err != nil || string(out) != "43\n" {
+				t.Fatalf("%s: statement %d after the timeout: %q, %v", name, i, out, err)
+			}
+		}
+	}
 }

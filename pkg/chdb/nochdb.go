@@ -23,6 +23,11 @@ func (c *Conn) Query(ctx context.Context, query, format string, params map[strin
 	return nil, ErrNotBuiltIn
 }
 
+// QueryPriority returns ErrNotBuiltIn.
+func (c *Conn) QueryPriority(ctx context.Context, query, format string, params map[string]string) ([]byte, error) {
+	return nil, ErrNotBuiltIn
+}
+
 // QueryStream returns ErrNotBuiltIn.
 func (c *Conn) QueryStream(ctx context.Context, query, format string, params map[string]string, fn func(chunk []byte) error) error {
 	return ErrNotBuiltIn

@@ -72,6 +72,20 @@ func (e *Env) Duration(name string, def time.Duration) time.Duration {
 	return d
 }
 
+// DurationOrZero is Duration that also accepts 0 ("0" or "0s"), for waits that may be turned off.
+func (e *Env) DurationOrZero(name string, def time.Duration) time.Duration {
+	v, ok := e.get(name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		e.fail(name, v, "must be 0 or a positive duration such as 500ms or 2m")
+		return def
+	}
+	return d
+}
+
 // Level returns the variable as a log level (debug, info, warn, error), or info.
 func (e *Env) Level(name string) slog.Level {
 	v, ok := e.get(name)

@@ -85,7 +85,8 @@ func StartAdmin(ctx context.Context, addr string, reg *prometheus.Registry, h *H
 		return nil, fmt.Errorf("failed to listen on admin address %s: %w", addr, err)
 	}
 	a := &Admin{Addr: ln.Addr().String(), Registry: reg, Health: h, done: make(chan struct{}),
-		srv: &http.Server{Handler: Handler(reg, h), ReadHeaderTimeout: 5 * time.Second}}
+		srv: &http.Server{Handler: Handler(reg, h), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}}
 	go func() {
 		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("admin listener stopped", "addr", a.Addr, "err", err)

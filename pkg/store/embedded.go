@@ -14,8 +14,16 @@ import (
 
 // Embedded is the DB implementation on the ClickHouse engine running in this process (chDB).
 // Only one process may open a data directory, and only one Embedded may be open per process.
+//
+// Statements run on the engine's read sessions (several at once), except INSERTs, which run on
+// its priority session so that slow reads never hold them up. Priority gives a DB that runs
+// everything on the priority session, for the writer's own reads and for readiness checks.
+// Free-text searches (which scan an organization's rows) may hold at most all read sessions but
+// one, so reads that the sort key serves (pages, filters, single events) always find a session
+// instead of queueing behind scans.
 type Embedded struct {
-	conn *chdb.Conn
+	conn  *chdb.Conn
+	scans chan struct{} // a token per scan allowed to run
 }
 
 // OpenEmbedded loads libchdb.so from libPath (chdb.DefaultLibPath() when empty) and opens the
@@ -28,8 +36,14 @@ func OpenEmbedded(libPath, dataDir string) (*Embedded, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Embedded{conn: conn}, nil
+	return &Embedded{conn: conn, scans: make(chan struct{}, max(1, chdb.ReadSessions-1))}, nil
 }
+
+// scanKey marks a context whose statement scans many rows (a free-text search).
+type scanKey struct{}
+
+// asScan marks ctx's statement as a scan, for the embedded engine's read sessions.
+func AsScan(ctx context.Context) context.Context { return context.WithValue(ctx, scanKey{}, true) }
 
 // Exec implements DB.
 func (e *Embedded) Exec(ctx context.Context, query string, params Params) error {
@@ -38,7 +52,16 @@ func (e *Embedded) Exec(ctx context.Context, query string, params Params) error 
 }
 
 // Query implements DB. The whole result is read at once (TabSeparated) and scanned from memory.
+// A scan (see asScan) first waits for one of its tokens.
 func (e *Embedded) Query(ctx context.Context, query string, params Params) (Rows, error) {
+	if scan, _ := ctx.Value(scanKey{}).(bool); scan {
+		select {
+		case e.scans <- struct{}{}:
+			defer func() { <-e.scans }()
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	out, err := e.conn.Query(ctx, query, "TabSeparated", params)
 	if err != nil {
 		return nil, err
@@ -86,12 +109,43 @@ func (e *Embedded) Insert(ctx context.Context, table string, columns []string, s
 		buf = append(buf, '\n')
 		b.Write(buf)
 	}
-	_, err := e.conn.Query(ctx, b.String(), "TabSeparated", nil)
+	_, err := e.conn.QueryPriority(ctx, b.String(), "TabSeparated", nil)
 	return err
 }
 
 // Close implements DB.
 func (e *Embedded) Close() error { return e.conn.Close() }
+
+// Priority returns a DB on the same engine that runs every statement on the priority session,
+// never waiting behind reads on the read sessions: the writer's store (its INSERTs and the reads
+// that decide them) and the readiness check use it. Its Each streams on a connection of its own,
+// as Embedded's does. Closing it does nothing: close the Embedded.
+func (e *Embedded) Priority() DB { return priorityDB{e} }
+
+type priorityDB struct{ e *Embedded }
+
+func (p priorityDB) Exec(ctx context.Context, query string, params Params) error {
+	_, err := p.e.conn.QueryPriority(ctx, query, "TabSeparated", params)
+	return err
+}
+
+func (p priorityDB) Query(ctx context.Context, query string, params Params) (Rows, error) {
+	out, err := p.e.conn.QueryPriority(ctx, query, "TabSeparated", params)
+	if err != nil {
+		return nil, err
+	}
+	return &tsvRows{data: out}, nil
+}
+
+func (p priorityDB) Each(ctx context.Context, query string, params Params, dest []any, fn func() error) error {
+	return p.e.Each(ctx, query, params, dest, fn)
+}
+
+func (p priorityDB) Insert(ctx context.Context, table string, columns []string, settings map[string]string, rows [][]any) error {
+	return p.e.Insert(ctx, table, columns, settings, rows)
+}
+
+func (p priorityDB) Close() error { return nil }
 
 // quote renders a setting value as a ClickHouse string literal.
 func quote(s string) string {

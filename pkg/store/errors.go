@@ -113,6 +113,22 @@ func Classify(err error) Refusal {
 // error), as opposed to ClickHouse being unavailable or slow.
 func IsDataError(err error) bool { return Classify(err) == RefusedData }
 
+// errorCode returns the ClickHouse error code in err, from either backend.
+func errorCode(err error) (int, bool) {
+	var ex *clickhouse.Exception
+	if errors.As(err, &ex) {
+		return int(ex.Code), true
+	}
+	var ce *chdb.Error
+	if errors.As(err, &ce) {
+		if m := codePattern.FindStringSubmatch(ce.Message); m != nil {
+			code, _ := strconv.Atoi(m[1])
+			return code, true
+		}
+	}
+	return 0, false
+}
+
 // StoredIDs returns which of recs' event ids are already stored (for their organizations).
 func (s *Store) StoredIDs(ctx context.Context, recs []*event.Record) (map[string]bool, error) {
 	orgs, ids := map[string]bool{}, make([]string, 0, len(recs))

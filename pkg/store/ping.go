@@ -28,5 +28,5 @@ func (s *Store) Ping(ctx context.Context) error {
 // Decorate returns a Store on wrap(s's DB), sharing the connection: a decorator such as
 // storemetrics.New sees every statement. Close either Store, once.
 func (s *Store) Decorate(wrap func(DB) DB) *Store {
-	return &Store{db: wrap(s.db), keepRows: s.keepRows}
+	return &Store{db: wrap(s.db), keepRows: s.keepRows, limits: s.limits}
 }

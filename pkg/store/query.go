@@ -147,7 +147,10 @@ func (s *Store) Search(ctx context.Context, f Filter, older bool, from *Position
 	} else {
 		q += oldestFirst
 	}
-	return s.events(ctx, q+pageLimit, p)
+	if f.Text != "" {
+		ctx = AsScan(ctx) // free text reads every row of the range: a scan
+	}
+	return s.events(ctx, q+pageLimit+s.limits.Search.Clause(), p, s.limits.Search)
 }
 
 // Page is Search with only the organization as filter.
@@ -172,7 +175,7 @@ func (s *Store) GetWithin(ctx context.Context, org, id string, retentionDays uin
 	if err != nil {
 		return nil, err
 	}
-	evs, err := s.events(ctx, eventSelect+where+"\n  AND id = {id:String}\nLIMIT 1", p)
+	evs, err := s.events(ctx, eventSelect+where+"\n  AND id = {id:String}\nLIMIT 1"+s.limits.Search.Clause(), p, s.limits.Search)
 	if err != nil {
 		return nil, err
 	}
@@ -196,16 +199,24 @@ func (s *Store) Each(ctx context.Context, f Filter, desc bool, fn func(*Event) e
 	}
 	var e Event
 	sc := e.scanner()
-	return s.db.Each(ctx, q, p, sc.dest, func() error {
+	l := s.limits.Export
+	var fnErr error
+	err = s.db.Each(ctx, q+l.Clause(), p, sc.dest, func() error {
 		sc.finish()
-		return fn(&e)
+		fnErr = fn(&e)
+		return fnErr
 	})
+	if err != nil && fnErr == nil {
+		return AsLimitError(err, l)
+	}
+	return err
 }
 
-func (s *Store) events(ctx context.Context, q string, p Params) ([]Event, error) {
+// events runs a SELECT of eventSelect's columns with limits l.
+func (s *Store) events(ctx context.Context, q string, p Params, l QueryLimits) ([]Event, error) {
 	rows, err := s.db.Query(ctx, q, p)
 	if err != nil {
-		return nil, fmt.Errorf("failed to query events: %w", err)
+		return nil, fmt.Errorf("failed to query events: %w", AsLimitError(err, l))
 	}
 	var out []Event
 	for rows.Next() {
@@ -219,7 +230,7 @@ func (s *Store) events(ctx context.Context, q string, p Params) ([]Event, error)
 		out = append(out, e)
 	}
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return nil, fmt.Errorf("failed to read events: %w", err)
+		return nil, fmt.Errorf("failed to read events: %w", AsLimitError(err, l))
 	}
 	return out, nil
 }

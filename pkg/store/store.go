@@ -73,10 +73,13 @@ type Store struct {
 	db DB
 	// keepRows, shared by every Store decorating the same DB, is set by StopMerges (tests only).
 	keepRows *atomic.Bool
+	limits   ReadLimits
 }
 
-// New returns a Store on db. Call Migrate before use.
-func New(db DB) *Store { return &Store{db: db, keepRows: new(atomic.Bool)} }
+// New returns a Store on db whose reads run with DefaultReadLimits. Call Migrate before use.
+func New(db DB) *Store {
+	return &Store{db: db, keepRows: new(atomic.Bool), limits: DefaultReadLimits()}
+}
 
 // Close closes the underlying DB.
 func (s *Store) Close() error { return s.db.Close() }

@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"os"
 	"testing"
 	"time"
 
@@ -15,3 +16,5 @@ func record(org string, i int, at time.Time) *event.Record { return storetest.Re
 func TestStoreSuiteOnTheEmbeddedEngine(t *testing.T) {
 	storetest.RunSuite(t, storetest.Shared(t))
 }
+
+func TestMain(m *testing.M) { os.Exit(storetest.Main(m)) }

@@ -19,6 +19,7 @@ import (
 
 var (
 	once   sync.Once
+	engine *store.Embedded
 	shared *store.Store
 	err    error
 )
@@ -38,7 +39,7 @@ func Shared(t testing.TB) *store.Store {
 			err = oerr
 			return
 		}
-		shared = store.New(db)
+		engine, shared = db, store.New(db)
 		if err = shared.Migrate(context.Background()); err == nil {
 			err = shared.StopMerges(context.Background())
 		}
@@ -49,15 +50,23 @@ func Shared(t testing.TB) *store.Store {
 	return shared
 }
 
-// Main runs a test binary's tests (call it from TestMain: os.Exit(storetest.Main(m))) and then
-// closes the shared engine, if a test opened it. Closing matters under -race: a process that exits
-// with the engine still open crashes in the race detector's exit hook after every test passed.
+// Main runs a test binary's tests and then closes the shared engine, if a test opened it: an
+// engine still running when the process exits crashes the race detector's exit (racefini) with a
+// SIGSEGV. Call it from TestMain: os.Exit(storetest.Main(m)).
 func Main(m *testing.M) int {
 	code := m.Run()
 	if shared != nil {
 		_ = shared.Close()
 	}
 	return code
+}
+
+// SharedEngine returns the DB under Shared's Store: the embedded engine itself (for its Priority
+// view and for statements the Store does not have).
+func SharedEngine(t testing.TB) *store.Embedded {
+	t.Helper()
+	Shared(t)
+	return engine
 }
 
 // NewOrg returns a fresh organization id, so tests sharing the engine never see each other's rows.

@@ -4,6 +4,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -13,8 +14,9 @@ import (
 	"github.com/logbookhq/logbook/pkg/config"
 )
 
-// RateLimitConfig is the per-key token bucket: Rate requests per second on average, bursts of up
-// to Burst. A Rate of 0 turns limiting off.
+// RateLimitConfig is a token bucket per key: Rate tokens per second on average, bursts of up to
+// Burst. A request costs one token; a request that carries several events (bulk ingest) costs one
+// per event (see Charge). A Rate of 0 turns limiting off.
 type RateLimitConfig struct {
 	Rate  float64
 	Burst int
@@ -22,13 +24,15 @@ type RateLimitConfig struct {
 	MaxKeys int
 }
 
-// DefaultRateLimit is generous on purpose (a benchmark on one key is not throttled); operators
-// lower it with LOGBOOK_RATE_LIMIT and LOGBOOK_RATE_BURST.
+// DefaultRateLimit is the limit per API key and process: 2,000 events or requests per second,
+// bursts of 10,000 (ten full bulk requests). That is about half of what one process ingests
+// event by event on two cores, so one key cannot take a process for itself; operators change it
+// with LOGBOOK_RATE_LIMIT and LOGBOOK_RATE_BURST (a history import wants more).
 func DefaultRateLimit() RateLimitConfig {
-	return RateLimitConfig{Rate: 10_000, Burst: 20_000, MaxKeys: 10_000}
+	return RateLimitConfig{Rate: 2_000, Burst: 10_000, MaxKeys: 10_000}
 }
 
-// RateLimitFromEnv reads LOGBOOK_RATE_LIMIT (requests per second per API key, 0 = off) and
+// RateLimitFromEnv reads LOGBOOK_RATE_LIMIT (tokens per second per API key, 0 = off) and
 // LOGBOOK_RATE_BURST over DefaultRateLimit.
 func RateLimitFromEnv(env *config.Env) RateLimitConfig {
 	c := DefaultRateLimit()
@@ -67,7 +71,14 @@ func NewLimiter(cfg RateLimitConfig) *Limiter {
 // Allow takes a token from key's bucket. When there is none it returns false and how many whole
 // seconds to wait (at least 1).
 func (l *Limiter) Allow(key string) (ok bool, retryAfter int) {
-	if l.cfg.Rate <= 0 {
+	return l.AllowN(key, 1)
+}
+
+// AllowN takes n tokens from key's bucket at once, or none. When they are not there it returns
+// false and how many whole seconds to wait (at least 1); n above the burst never passes (see
+// Burst).
+func (l *Limiter) AllowN(key string, n int) (ok bool, retryAfter int) {
+	if l.cfg.Rate <= 0 || n <= 0 {
 		return true, 0
 	}
 	now := l.now()
@@ -82,7 +93,7 @@ func (l *Limiter) Allow(key string) (ok bool, retryAfter int) {
 	}
 	b.seen = now
 	l.mu.Unlock()
-	r := b.lim.ReserveN(now, 1)
+	r := b.lim.ReserveN(now, n)
 	if !r.OK() {
 		return false, 1
 	}
@@ -126,16 +137,54 @@ func (l *Limiter) Len() int {
 	return len(l.buckets)
 }
 
+// Burst returns the largest number of tokens one request may take.
+func (l *Limiter) Burst() int { return l.cfg.Burst }
+
 // RateLimit answers 429 rate_limit_exceeded with Retry-After when the request's API key has used
-// its tokens. It runs after Auth, which names the key.
+// its tokens. It runs after Auth, which names the key. The request costs one token; a handler
+// takes more with Charge.
 func RateLimit(l *Limiter) echo.MiddlewareFunc {
+	return RateLimitBy(l, func(c echo.Context) string { id, _ := c.Get(keyIDContext).(string); return id })
+}
+
+// RateLimitBy is RateLimit with the bucket named by key (a viewer link, for the portal).
+func RateLimitBy(l *Limiter, key func(echo.Context) string) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			id, _ := c.Get(keyIDContext).(string)
+			id := key(c)
 			if ok, wait := l.Allow(id); !ok {
 				return RateLimited(wait)
 			}
+			c.Set(chargeContext, &charge{l: l, key: id})
 			return next(c)
 		}
 	}
+}
+
+const chargeContext = "logbook.rate_charge"
+
+type charge struct {
+	l   *Limiter
+	key string
+}
+
+// Charge takes n more tokens for the request from the bucket RateLimit took its first from: a
+// bulk request costs one token per event, so a handler calls Charge(c, events-1) once it knows
+// the count and before doing the work. It returns the 429 to answer when the tokens are not
+// there, or a 413 when n is more than a burst holds (the request can never pass). Without rate
+// limiting on the route it does nothing.
+func Charge(c echo.Context, n int) error {
+	ch, _ := c.Get(chargeContext).(*charge)
+	if ch == nil || n <= 0 || ch.l.cfg.Rate <= 0 {
+		return nil
+	}
+	if n+1 > ch.l.cfg.Burst {
+		return &Error{Status: http.StatusRequestEntityTooLarge, Code: "payload_too_large",
+			Message: "The request costs " + strconv.Itoa(n+1) + " rate-limit tokens (one per event), more than the burst of " +
+				strconv.Itoa(ch.l.cfg.Burst) + " (LOGBOOK_RATE_BURST); send fewer events per request."}
+	}
+	if ok, wait := ch.l.AllowN(ch.key, n); !ok {
+		return RateLimited(wait)
+	}
+	return nil
 }

@@ -64,3 +64,35 @@ func TestRateLimitOff(t *testing.T) {
 		require.True(t, ok)
 	}
 }
+
+// A handler charges a request that carries several events one token per event: the bucket runs
+// out by events, not requests, and a request costing more than a burst is a 413.
+func TestChargeCountsEvents(t *testing.T) {
+	e := wire.NewServer(slog.New(slog.DiscardHandler))
+	l := wire.NewLimiter(wire.RateLimitConfig{Rate: 1, Burst: 10, MaxKeys: 100})
+	handler := func(c echo.Context) error {
+		n, _ := strconv.Atoi(c.QueryParam("events"))
+		if err := wire.Charge(c, n-1); err != nil {
+			return err
+		}
+		return c.JSON(200, map[string]int{"events": n})
+	}
+	e.Group("", wire.Auth(anyKey{}), wire.RateLimit(l)).POST("/bulk", handler)
+	e.POST("/free", handler) // no rate limit on the route: Charge does nothing
+	post := func(path, key string, events int) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodPost, fmt.Sprintf("%s?events=%d", path, events), nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		return rec
+	}
+	require.Equal(t, 200, post("/bulk", "sk_a", 8).Code)
+	r := post("/bulk", "sk_a", 8)
+	require.Equal(t, http.StatusTooManyRequests, r.Code, "8 + 8 events exceed a burst of 10")
+	assert.NotEmpty(t, r.Header().Get("Retry-After"))
+	r = post("/bulk", "sk_b", 11)
+	require.Equal(t, http.StatusRequestEntityTooLarge, r.Code)
+	assert.Contains(t, r.Body.String(), "LOGBOOK_RATE_BURST")
+	assert.Equal(t, 200, post("/bulk", "sk_b", 2).Code, "a refused charge took no tokens")
+	assert.Equal(t, 200, post("/free", "", 50).Code)
+}

@@ -252,10 +252,11 @@ func recoverPanics(log *slog.Logger) echo.MiddlewareFunc {
 	}
 }
 
-// Serve runs e on addr until ctx is done, then shuts down gracefully (in-flight requests finish,
-// up to 10 s).
-func Serve(ctx context.Context, e *echo.Echo, addr string) error {
-	srv := &http.Server{Addr: addr, Handler: e, ReadHeaderTimeout: 10 * time.Second}
+// Serve runs e on addr with the timeouts of c until ctx is done, then shuts down gracefully
+// (in-flight requests finish, up to 10 s).
+func Serve(ctx context.Context, e *echo.Echo, addr string, c HTTPConfig) error {
+	srv := NewHTTPServer(e, c)
+	srv.Addr = addr
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	select {

@@ -26,6 +26,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -35,8 +36,10 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/logbookhq/logbook/pkg/apikey"
+	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/selfaudit"
+	"github.com/logbookhq/logbook/pkg/settle"
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/wire"
 )
@@ -47,6 +50,10 @@ const (
 	StateReady   = "ready"
 	StateError   = "error"
 )
+
+// DownloadWriteTimeout is how long one write of a download may take: a download goes on for as
+// long as its client keeps reading.
+const DownloadWriteTimeout = 60 * time.Second
 
 // Limits on a create-export request.
 const (
@@ -71,11 +78,36 @@ type Config struct {
 	MaxAttempts int
 	// Workers is how many exports one process runs at once. Default 2.
 	Workers int
+	// StoredWait is how long an attempt waits for the pipeline to store every event acknowledged
+	// before the export was requested (LOGBOOK_EXPORT_STORED_WAIT). Past it the attempt fails and
+	// the job is tried again (up to MaxAttempts, then "error"): an export never holds a silent
+	// subset. Default 60 s.
+	StoredWait time.Duration
+	// MaxPerOrg is how many exports an organization may have in progress at once, across all
+	// replicas (LOGBOOK_EXPORT_MAX_PER_ORG); beyond it a request is refused with 429. Default 3;
+	// 0: no cap.
+	MaxPerOrg int
+	// StoreMaxBytes caps the object store of export files (LOGBOOK_EXPORT_STORE_MAX_BYTES): an
+	// export that does not fit fails, and a request while the store is full is refused with 507.
+	// Default 5 GiB; 0: no cap. JetStream reserves the cap on disk.
+	StoreMaxBytes int64
 }
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
-	return Config{LinkTTL: 10 * time.Minute, Lease: 30 * time.Second, Sweep: 10 * time.Second, MaxAttempts: 3, Workers: 2}
+	return Config{LinkTTL: 10 * time.Minute, Lease: 30 * time.Second, Sweep: 10 * time.Second, MaxAttempts: 3, Workers: 2,
+		StoredWait: 60 * time.Second, MaxPerOrg: 3, StoreMaxBytes: 5 << 30}
+}
+
+// ConfigFromEnv reads LOGBOOK_PUBLIC_URL, LOGBOOK_EXPORT_STORED_WAIT, LOGBOOK_EXPORT_MAX_PER_ORG
+// and LOGBOOK_EXPORT_STORE_MAX_BYTES over DefaultConfig; problems are recorded in env.
+func ConfigFromEnv(env *config.Env) Config {
+	c := DefaultConfig()
+	c.PublicURL = env.BaseURL("LOGBOOK_PUBLIC_URL", "")
+	c.StoredWait = env.Duration("LOGBOOK_EXPORT_STORED_WAIT", c.StoredWait)
+	c.MaxPerOrg = int(env.Int("LOGBOOK_EXPORT_MAX_PER_ORG", int64(c.MaxPerOrg), 0, 10_000))
+	c.StoreMaxBytes = env.Int("LOGBOOK_EXPORT_STORE_MAX_BYTES", c.StoreMaxBytes, 0, 1<<50)
+	return c
 }
 
 // Filter is what an export selects, beyond its organization.
@@ -127,6 +159,12 @@ type Job struct {
 	LeaseUntil     time.Time `json:"lease_until,omitzero"`
 	Error          string    `json:"error,omitempty"`
 	Rows           int64     `json:"rows,omitempty"`
+	// Stored is the pipeline's position when the export was requested: the job reads ClickHouse
+	// only once everything acknowledged before it is stored. Kept in the job, so a replica that
+	// resumes it waits for the same point.
+	Stored *settle.Point `json:"stored,omitempty"`
+	// Slot is the key of the organization's export slot the job holds while it is pending.
+	Slot string `json:"slot,omitempty"`
 }
 
 // events streams an organization's events: a *store.Store.
@@ -139,9 +177,16 @@ type Retention interface {
 	Days(org string) uint16
 }
 
+// pipeline tells when what was acknowledged up to a point is stored: a *settle.Waiter.
+type pipeline interface {
+	Mark(ctx context.Context) (settle.Point, error)
+	Wait(ctx context.Context, p *settle.Point, progress func(settle.Point)) error
+}
+
 // Service serves and runs exports. Safe for concurrent use.
 type Service struct {
 	jobs      jetstream.KeyValue
+	pipeline  pipeline
 	files     jetstream.ObjectStore
 	secret    []byte
 	events    events
@@ -186,10 +231,13 @@ func Open(ctx context.Context, js jetstream.JetStream, ev events, ret Retention,
 	if err != nil {
 		return nil, err
 	}
+	if err := capStore(ctx, js, cfg.StoreMaxBytes); err != nil {
+		return nil, err
+	}
 	var owner [8]byte
 	_, _ = rand.Read(owner[:])
 	return &Service{
-		jobs: jobs, files: files, secret: secret, events: ev, retention: ret, cfg: cfg, log: log,
+		jobs: jobs, pipeline: settle.New(js), files: files, secret: secret, events: ev, retention: ret, cfg: cfg, log: log,
 		owner: hex.EncodeToString(owner[:]), queue: make(chan string, 1000), now: time.Now, audit: selfaudit.Discard,
 	}, nil
 }
@@ -256,20 +304,40 @@ func (s *Service) create(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := wire.AllowOrg(c.Request().Context(), org); err != nil {
+	ctx := c.Request().Context()
+	if err := wire.AllowOrg(ctx, org); err != nil {
 		return err
+	}
+	// Everything acknowledged before this request goes into the export: remember where the
+	// pipeline stands now, and let the job wait for it.
+	mark, err := s.pipeline.Mark(ctx)
+	if err != nil {
+		s.log.Warn("export not created: the pipeline's position is unknown", "err", err)
+		return wire.Unavailable("The export could not be created right now; retry shortly.", 1)
+	}
+	if full, err := s.storeFull(ctx); err != nil {
+		s.log.Warn("export not created: the export store's size is unknown", "err", err)
+		return wire.Unavailable("The export could not be created right now; retry shortly.", 1)
+	} else if full {
+		return storeFullError(s.cfg.StoreMaxBytes)
 	}
 	now := s.now().UTC().Truncate(time.Millisecond)
 	j := &Job{
 		ID:             "audit_log_export_" + ulid.MustNew(ulid.Timestamp(now), rand.Reader).String(),
-		OrganizationID: org, Filter: *f, State: StatePending, CreatedAt: now, UpdatedAt: now,
+		OrganizationID: org, Filter: *f, State: StatePending, CreatedAt: now, UpdatedAt: now, Stored: &mark,
+	}
+	if j.Slot, err = s.takeSlot(ctx, org, j.ID); errors.Is(err, errNoSlot) {
+		return tooManyExports(org, s.cfg.MaxPerOrg)
+	} else if err != nil {
+		s.log.Warn("export not created: no slot", "err", err)
+		return wire.Unavailable("The export could not be created right now; retry shortly.", 1)
 	}
 	raw, err := json.Marshal(j)
 	if err != nil {
 		return fmt.Errorf("failed to encode export job: %w", err)
 	}
 	// On record before the job exists (pkg/selfaudit): no record, no export.
-	if err := s.audit.Record(c.Request().Context(), selfaudit.Entry{
+	if err := s.audit.Record(ctx, selfaudit.Entry{
 		Action: selfaudit.ExportRequested,
 		Targets: []event.Entity{
 			{ID: org, Type: selfaudit.TargetOrganization},
@@ -281,10 +349,12 @@ func (s *Service) create(c echo.Context) error {
 			"format":      f.format(),
 		},
 	}); err != nil {
+		s.releaseSlot(context.WithoutCancel(ctx), j)
 		return err
 	}
-	if _, err := s.jobs.Create(c.Request().Context(), j.ID, raw); err != nil {
+	if _, err := s.jobs.Create(ctx, j.ID, raw); err != nil {
 		s.log.Warn("export job not stored", "err", err)
+		s.releaseSlot(context.WithoutCancel(ctx), j)
 		return wire.Unavailable("The export could not be created right now; retry shortly.", 1)
 	}
 	select {
@@ -394,7 +464,9 @@ func (s *Service) download(c echo.Context) error {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	c.Response().WriteHeader(http.StatusOK)
-	if _, err := io.Copy(c.Response(), obj); err != nil {
+	// A large file streams for as long as it takes: no whole-response deadline, but each write
+	// must finish within DownloadWriteTimeout (a client that stopped reading is let go).
+	if _, err := io.Copy(wire.Streaming(c, DownloadWriteTimeout), obj); err != nil {
 		s.log.Warn("export download interrupted", "export_id", id, "err", err)
 	}
 	return nil
@@ -444,6 +516,9 @@ func (s *Service) sweep(ctx context.Context) {
 	}
 	now := s.now()
 	for id := range lister.Keys() {
+		if strings.HasPrefix(id, slotPrefix) {
+			continue
+		}
 		j, _, err := s.read(ctx, id)
 		if err != nil || j.State != StatePending || now.Before(j.LeaseUntil) {
 			continue
@@ -466,7 +541,11 @@ func (s *Service) work(ctx context.Context, id string) {
 	lease := &leaseHolder{s: s, job: j, rev: rev}
 	rctx, cancel := context.WithCancel(ctx)
 	stopRenew := lease.keep(rctx, cancel)
-	rows, err := s.produce(rctx, j)
+	err := s.waitStored(rctx, j, lease)
+	var rows int64
+	if err == nil {
+		rows, err = s.produce(rctx, j)
+	}
 	cancel()
 	stopRenew()
 	if lease.lost() {
@@ -476,12 +555,23 @@ func (s *Service) work(ctx context.Context, id string) {
 	j, rev = lease.current()
 	now := s.now().UTC().Truncate(time.Millisecond)
 	j.LeaseOwner, j.LeaseUntil, j.UpdatedAt = "", time.Time{}, now
+	var limit *store.LimitError
 	switch {
 	case err == nil:
 		j.State, j.Rows = StateReady, rows
 		log.Info("export ready", "rows", rows)
 	case ctx.Err() != nil:
 		return // shutting down: the lease runs out and another replica takes the job
+	case isStoreFull(err):
+		j.State = StateError
+		j.Error = fmt.Sprintf("the export does not fit in the export store (%d bytes, LOGBOOK_EXPORT_STORE_MAX_BYTES)", s.cfg.StoreMaxBytes)
+		log.Warn("export does not fit in the export store", "err", err)
+	case errors.As(err, &limit):
+		// Trying again would hit the same limit: the export fails at once, naming it.
+		j.State = StateError
+		j.Error = fmt.Sprintf("the export went past its %s limit of %s (LOGBOOK_EXPORT_%s); narrow its range or filters",
+			limit.Setting(), limit.Describe(), strings.ToUpper(limit.Setting()))
+		log.Warn("export stopped by its limit", "err", err)
 	case j.Attempts >= s.cfg.MaxAttempts:
 		j.State, j.Error = StateError, err.Error()
 		log.Error("export failed for good", "err", err)
@@ -491,6 +581,8 @@ func (s *Service) work(ctx context.Context, id string) {
 	}
 	if _, err := s.update(context.WithoutCancel(ctx), j, rev); err != nil {
 		log.Warn("export state not recorded; the sweep retries the job", "err", err)
+	} else if j.State != StatePending {
+		s.releaseSlot(context.WithoutCancel(ctx), j)
 	}
 	if j.State == StatePending {
 		select {
@@ -517,7 +609,9 @@ func (s *Service) claim(ctx context.Context, id string) (*Job, uint64, bool) {
 			j.Error = "the export was interrupted too often"
 		}
 		j.LeaseOwner, j.LeaseUntil = "", time.Time{}
-		_, _ = s.update(ctx, j, rev)
+		if _, err := s.update(ctx, j, rev); err == nil {
+			s.releaseSlot(ctx, j)
+		}
 		return nil, 0, false
 	}
 	j.Attempts++
@@ -535,6 +629,24 @@ func (s *Service) update(ctx context.Context, j *Job, rev uint64) (uint64, error
 		return 0, fmt.Errorf("failed to encode export job: %w", err)
 	}
 	return s.jobs.Update(ctx, j.ID, raw, rev)
+}
+
+// waitStored waits, up to StoredWait, until the pipeline has stored everything acknowledged
+// before the job was requested, recording in the job how far the pipeline got.
+func (s *Service) waitStored(ctx context.Context, j *Job, lease *leaseHolder) error {
+	if j.Stored == nil { // a job recorded before exports waited
+		return nil
+	}
+	p := *j.Stored
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.StoredWait)
+	defer cancel()
+	err := s.pipeline.Wait(wctx, &p, func(p settle.Point) {
+		lease.record(ctx, func(j *Job) { j.Stored = &p })
+	})
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("the events acknowledged before the export were not all stored within %s (the pipeline is behind): %w", s.cfg.StoredWait, err)
+	}
+	return err
 }
 
 // produce streams the job's events as CSV into the object store and returns the row count.
@@ -617,6 +729,20 @@ func (l *leaseHolder) keep(ctx context.Context, lost context.CancelFunc) (stop f
 		}
 	}()
 	return func() { <-done }
+}
+
+// record changes the job and stores the change at once (with the lease's revision check).
+func (l *leaseHolder) record(ctx context.Context, change func(*Job)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	j := *l.job
+	change(&j)
+	rev, err := l.s.update(ctx, &j, l.rev)
+	if err != nil {
+		l.s.log.Warn("export progress not recorded", "export_id", j.ID, "err", err)
+		return // the next renewal notices a lost lease
+	}
+	l.job, l.rev = &j, rev
 }
 
 func (l *leaseHolder) lost() bool {

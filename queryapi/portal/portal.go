@@ -11,7 +11,9 @@ package portal
 
 import (
 	"context"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"html/template"
@@ -37,10 +39,16 @@ type Config struct {
 	PublicURL string
 	// LinkTTL is how long a viewer link works (LOGBOOK_PORTAL_LINK_TTL). Default 1 h, at most 24 h.
 	LinkTTL time.Duration
+	// RateLimit is the token bucket of each viewer link: every /portal/api request costs a token
+	// (LOGBOOK_PORTAL_RATE_LIMIT per second, bursts of LOGBOOK_PORTAL_RATE_BURST). Default 10 per
+	// second, bursts of 50: a person scrolling loads a page of 100 events per request.
+	RateLimit wire.RateLimitConfig
 }
 
 // DefaultConfig returns the defaults documented on Config.
-func DefaultConfig() Config { return Config{LinkTTL: time.Hour} }
+func DefaultConfig() Config {
+	return Config{LinkTTL: time.Hour, RateLimit: wire.RateLimitConfig{Rate: 10, Burst: 50, MaxKeys: 10_000}}
+}
 
 // MaxLinkTTL is the longest LinkTTL accepted.
 const MaxLinkTTL = 24 * time.Hour
@@ -53,6 +61,8 @@ func ConfigFromEnv(env *config.Env) Config {
 		env.Fail("LOGBOOK_PORTAL_LINK_TTL", c.LinkTTL.String(), "must be at most 24h")
 		c.LinkTTL = MaxLinkTTL
 	}
+	c.RateLimit.Rate = float64(env.Int("LOGBOOK_PORTAL_RATE_LIMIT", int64(c.RateLimit.Rate), 0, 1_000_000))
+	c.RateLimit.Burst = int(env.Int("LOGBOOK_PORTAL_RATE_BURST", int64(c.RateLimit.Burst), 1, 1_000_000))
 	return c
 }
 
@@ -66,7 +76,8 @@ type routes interface {
 type Portal struct {
 	links   *Links
 	search  routes
-	exports *exportProxy // nil when this process serves no exports
+	exports *exportProxy  // nil when this process serves no exports
+	limiter *wire.Limiter // per viewer link
 	cfg     Config
 	log     *slog.Logger
 	audit   auditor
@@ -86,7 +97,7 @@ func (p *Portal) UseAudit(a auditor) { p.audit = a }
 // behind viewer tokens) and export through exports (nil: the export button answers that exports
 // are unavailable).
 func New(links *Links, search, exports routes, cfg Config, log *slog.Logger) *Portal {
-	p := &Portal{links: links, search: search, cfg: cfg, log: log, audit: selfaudit.Discard}
+	p := &Portal{links: links, search: search, limiter: wire.NewLimiter(cfg.RateLimit), cfg: cfg, log: log, audit: selfaudit.Discard}
 	if exports != nil {
 		p.exports = newExportProxy(exports, log)
 	}
@@ -108,7 +119,10 @@ func (p *Portal) Register(e *echo.Echo, keyed *echo.Group) {
 	})
 	e.GET("/portal/", p.page)
 	e.GET("/portal/assets/*", p.asset)
-	v := e.Group("/portal/api", p.viewerAuth)
+	v := e.Group("/portal/api", p.viewerAuth, wire.RateLimitBy(p.limiter, func(c echo.Context) string {
+		id, _ := c.Get(viewerLinkContext).(string)
+		return id
+	}))
 	v.GET("/session", p.session)
 	v.POST("/exports", p.createExport)
 	v.GET("/exports/:id", p.getExport)
@@ -168,8 +182,12 @@ func (p *Portal) baseURL(c echo.Context) string {
 	return c.Scheme() + "://" + c.Request().Host
 }
 
-// viewerContext names the echo context value holding the viewer's organization.
-const viewerContext = "logbook.viewer_org"
+// viewerContext names the echo context value holding the viewer's organization, and
+// viewerLinkContext the one naming the viewer link (a digest of its token), for rate limiting.
+const (
+	viewerContext     = "logbook.viewer_org"
+	viewerLinkContext = "logbook.viewer_link"
+)
 
 // viewerAuth admits requests carrying a valid viewer token ("Authorization: Bearer <token>") to
 // the viewer API, pinned to the token's organization: an organization_id in the query must be the
@@ -177,10 +195,13 @@ const viewerContext = "logbook.viewer_org"
 func (p *Portal) viewerAuth(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		token, _ := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
-		org, _, err := p.links.Verify(strings.TrimSpace(token))
+		token = strings.TrimSpace(token)
+		org, _, err := p.links.Verify(token)
 		if err != nil {
 			return tokenError(err)
 		}
+		sum := sha256.Sum256([]byte(token))
+		c.Set(viewerLinkContext, hex.EncodeToString(sum[:16]))
 		q := c.QueryParams() // echo's cached copy, which handlers read
 		if got, ok := q["organization_id"]; ok && (len(got) != 1 || got[0] != org) {
 			return wire.Forbidden("forbidden", "This viewer link is for another organization.")

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,8 @@ import (
 	"github.com/logbookhq/logbook/queryapi/portal"
 	"github.com/logbookhq/logbook/queryapi/search"
 )
+
+func TestMain(m *testing.M) { os.Exit(storetest.Main(m)) }
 
 const apiKey = "sk_test_portal_0123456789"
 

@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
+	"github.com/oklog/ulid/v2"
 
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/event"
@@ -45,10 +46,31 @@ type Retention interface {
 type API struct {
 	store     searcher
 	retention Retention
+	stored    pipeline // nil: a missing event is a 404 at once
 }
+
+// pipeline waits until everything acknowledged so far is stored: a *settle.Waiter.
+type pipeline interface {
+	WaitNow(ctx context.Context) error
+}
+
+// Read-your-writes for single events: an id minted within RecentID of now that is not found waits
+// up to StoredWait for the pipeline to store what was acknowledged before the request, then is
+// looked up again.
+const (
+	RecentID   = 10 * time.Minute
+	StoredWait = 5 * time.Second
+)
 
 // New returns an API reading from s, hiding events past their organization's retention r.
 func New(s searcher, r Retention) *API { return &API{store: s, retention: r} }
+
+// ReadsOwnWrites makes GET /audit_logs/events/{id} of a recent id wait for the pipeline (through
+// p) before it answers 404, so an event the gateway acknowledged is found. It returns a.
+func (a *API) ReadsOwnWrites(p pipeline) *API {
+	a.stored = p
+	return a
+}
 
 // Register adds the routes to g (which applies authentication), each needing events:read.
 func (a *API) Register(g *echo.Group) {
@@ -204,7 +226,7 @@ func (a *API) list(c echo.Context) error {
 	older := forward == r.desc
 	rows, err := a.store.Search(ctx, r.filter, older, from.position(), r.limit+1)
 	if err != nil {
-		return err
+		return QueryError(err)
 	}
 	more := len(rows) > r.limit
 	if more {
@@ -249,14 +271,59 @@ func (a *API) get(c echo.Context) error {
 	if err != nil || id == "" || len(id) > 64 {
 		return wire.NotFound("Audit Log Event not found.")
 	}
-	e, err := a.store.GetWithin(c.Request().Context(), org, id, a.retention.Days(org))
+	ctx := c.Request().Context()
+	e, err := a.store.GetWithin(ctx, org, id, a.retention.Days(org))
+	if errors.Is(err, store.ErrNotFound) && a.stored != nil && recent(id, time.Now()) {
+		// Perhaps acknowledged moments ago and still on its way: wait for the pipeline to store
+		// what it held at this request, then look again.
+		wctx, cancel := context.WithTimeout(ctx, StoredWait)
+		werr := a.stored.WaitNow(wctx)
+		cancel()
+		if werr == nil {
+			e, err = a.store.GetWithin(ctx, org, id, a.retention.Days(org))
+		}
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return wire.NotFound(fmt.Sprintf("Audit Log Event not found: '%s'.", id))
 	}
 	if err != nil {
-		return err
+		return QueryError(err)
 	}
 	return c.JSON(http.StatusOK, EventJSON(*e))
+}
+
+// recent reports whether id is an event id (a ULID) minted within RecentID before now.
+func recent(id string, now time.Time) bool {
+	u, err := ulid.ParseStrict(id)
+	if err != nil {
+		return false
+	}
+	at := ulid.Time(u.Time())
+	return at.After(now.Add(-RecentID)) && at.Before(now.Add(time.Minute))
+}
+
+// QueryError is the answer to a failed read: a read ClickHouse stopped at one of its limits
+// (store.LimitError) is 503 query_timeout with Retry-After for the time limit, and 422
+// query_too_expensive for the memory and rows limits, each naming the limit and its variable;
+// anything else is returned unchanged (a 500).
+func QueryError(err error) error {
+	var le *store.LimitError
+	if !errors.As(err, &le) {
+		return err
+	}
+	const narrow = "narrow it (a shorter range_start/range_end, an actions or actor filter)"
+	variable := "LOGBOOK_SEARCH_" + strings.ToUpper(le.Setting())
+	switch le.Kind {
+	case store.LimitTime:
+		return &wire.Error{Status: http.StatusServiceUnavailable, Code: "query_timeout", RetryAfter: 5,
+			Message: fmt.Sprintf("The search ran longer than its limit of %s (%s); %s or retry later.", le.Describe(), variable, narrow)}
+	case store.LimitMemory:
+		return wire.Unprocessable("query_too_expensive",
+			fmt.Sprintf("The search needs more memory than its limit of %s (%s); %s.", le.Describe(), variable, narrow), []any{})
+	default:
+		return wire.Unprocessable("query_too_expensive",
+			fmt.Sprintf("The search would read more rows than its limit of %s (%s); %s.", le.Describe(), variable, narrow), []any{})
+	}
 }
 
 // EventJSON renders a stored event as the API's audit_log_event object: the event as accepted

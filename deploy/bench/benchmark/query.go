@@ -89,13 +89,16 @@ func (c *Client) EndToEnd(ctx context.Context, bodies [][]byte, bgRate float64, 
 		bgWG.Go(func() {
 			r := rand.New(rand.NewPCG(uint64(w), 99))
 			for range slots {
+				t := time.Now()
 				status, err := c.emit(bgCtx, bodies[r.IntN(len(bodies))], r)
 				if bgCtx.Err() != nil {
 					return
 				}
 				if bg.Fail.record(status, err) {
+					lat := time.Since(t)
 					bgMu.Lock()
 					bg.OK++
+					bg.Lat = append(bg.Lat, lat)
 					bgMu.Unlock()
 				}
 			}
@@ -207,6 +210,55 @@ func (c *Client) EndToEnd(ctx context.Context, bodies [][]byte, bgRate float64, 
 		res.Lat = append(res.Lat, max(0, s.Sub(t)))
 	}
 	return res, nil
+}
+
+// IsolationResult is what heavy searches cost the ingest path in the single process: the
+// end-to-end phase (paced single-event ingest plus probes) run quiet and then again while
+// SearchConc clients loop on free-text searches that scan the organization.
+type IsolationResult struct {
+	Quiet, Loaded *E2EResult
+	SearchConc    int
+	Searches      []time.Duration // the heavy searches' latencies during the loaded run
+	SearchErrs    int
+	Size          int64
+}
+
+// Isolation runs EndToEnd quiet, then with conc heavy searches of org running all along.
+func (c *Client) Isolation(ctx context.Context, bodies [][]byte, bgRate float64, d time.Duration, org string, conc int) (*IsolationResult, error) {
+	res := &IsolationResult{SearchConc: conc}
+	var err error
+	if res.Quiet, err = c.EndToEnd(ctx, bodies, bgRate, 16, d); err != nil {
+		return nil, err
+	}
+	sctx, stop := context.WithCancel(ctx)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := range conc {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(w), 1234))
+			for sctx.Err() == nil {
+				q := url.Values{"organization_id": {org}, "q": {fmt.Sprintf("document_01H%08d", r.IntN(100_000))}, "limit": {"50"}}
+				t := time.Now()
+				status, _, err := c.Do(sctx, http.MethodGet, "/audit_logs/events?"+q.Encode(), "", nil, nil)
+				lat := time.Since(t)
+				if sctx.Err() != nil {
+					return
+				}
+				mu.Lock()
+				if err != nil || status != http.StatusOK {
+					res.SearchErrs++
+				} else {
+					res.Searches = append(res.Searches, lat)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(time.Second) // the searches are running
+	res.Loaded, err = c.EndToEnd(ctx, bodies, bgRate, 16, d)
+	stop()
+	wg.Wait()
+	return res, err
 }
 
 // SearchKind is one typical query of the search benchmark.

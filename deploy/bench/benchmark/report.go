@@ -43,19 +43,22 @@ type Profile struct {
 
 // Report is a whole run.
 type Report struct {
-	Cfg      *Config
-	Commit   string // the code measured
-	Machine  []string
-	Started  time.Time
-	Elapsed  time.Duration
-	Ceil     Ceilings
-	Single   []SingleRow
-	E2E      *E2EResult
-	E2EMem   PhaseMem
-	Sizes    []SizeRow
-	Rejected uint64
-	Profiles []Profile
-	Partial  bool // written mid-run, after a data-set size
+	Cfg     *Config
+	Commit  string // the code measured
+	Machine []string
+	Started time.Time
+	Elapsed time.Duration
+	Ceil    Ceilings
+	Single  []SingleRow
+	E2E     *E2EResult
+	E2EMem  PhaseMem
+	// Isolation is the end-to-end phase quiet and under heavy searches, on the full data set.
+	Isolation    *IsolationResult
+	IsolationMem PhaseMem
+	Sizes        []SizeRow
+	Rejected     uint64
+	Profiles     []Profile
+	Partial      bool // written mid-run, after a data-set size
 	// Noise: share of the machine's CPU capacity used by processes other than the benchmark and
 	// Logbook during the run, and the load averages at start and end.
 	OtherCPU     float64
@@ -256,6 +259,25 @@ func (r *Report) Table() *Table {
 		t.Add(fmt.Sprintf("Export at %s: one organization, CSV", sizeName(s.Size)), res, "", "",
 			"≥ 200,000 rows/s: "+verdict(prod >= 200_000, fmt.Sprintf("(%.0f%% short)", 100-prod/2000)),
 			FormatBytes(s.ExportMem.Before)+" → "+FormatBytes(s.ExportMem.Peak)+cpu(s.ExportMem))
+	}
+	if iso := r.Isolation; iso != nil && iso.Quiet != nil && iso.Loaded != nil {
+		qi, li := Percentile(iso.Quiet.Background.Lat, 99), Percentile(iso.Loaded.Background.Lat, 99)
+		qv, lv := Percentile(iso.Quiet.Lat, 99), Percentile(iso.Loaded.Lat, 99)
+		qv50, lv50 := Percentile(iso.Quiet.Lat, 50), Percentile(iso.Loaded.Lat, 50)
+		ratio := func(a, b time.Duration) string { return fmt.Sprintf("%.2f×", float64(b)/float64(max(a, 1))) }
+		within := func(a, b time.Duration) bool { return b <= 2*a }
+		t.Add(fmt.Sprintf("Isolation at %s: ingest (paced %s) quiet → under %d heavy q= searches", sizeName(iso.Size),
+			FormatRate(iso.Quiet.Background.Rate(), "events"), iso.SearchConc),
+			"request p99 "+FormatDuration(qi)+" → "+FormatDuration(li), "", ratio(qi, li),
+			"within 2×: "+verdict(within(qi, li), "("+ratio(qi, li)+")"), mem(r.IsolationMem))
+		t.Add(fmt.Sprintf("Isolation at %s: 2xx → visible, quiet → under %d heavy q= searches", sizeName(iso.Size), iso.SearchConc),
+			"p50 "+FormatDuration(qv50)+" → "+FormatDuration(lv50)+"; p99 "+FormatDuration(qv)+" → "+FormatDuration(lv), "", ratio(qv, lv),
+			"within 2×: "+verdict(within(qv, lv), "("+ratio(qv, lv)+")"), "")
+		res := fmt.Sprintf("%d searches, %s", len(iso.Searches), latencies(iso.Searches, 50, 95))
+		if iso.SearchErrs > 0 {
+			res += fmt.Sprintf("; %d failed", iso.SearchErrs)
+		}
+		t.Add(fmt.Sprintf("Isolation at %s: the heavy searches (q = a rare target id, %d at once)", sizeName(iso.Size), iso.SearchConc), res, "", "", "", "")
 	}
 	return t
 }

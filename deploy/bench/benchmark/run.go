@@ -110,6 +110,9 @@ func ParseFlags(args []string) (*Config, error) {
 	return c, nil
 }
 
+// searchConc is how many heavy searches run at once in the isolation phase.
+const searchConc = 8
+
 func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s bench: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
@@ -331,6 +334,25 @@ func Run(ctx context.Context, cfg *Config) (err error) {
 			}
 		}
 	}
+	// Isolation: the end-to-end phase quiet and under heavy free-text searches, on the full data set.
+	progress("isolation: end to end quiet, then under %d concurrent heavy searches (%s each)", searchConc, cfg.E2E)
+	rep.IsolationMem, err = phase("isolation", func() error {
+		var err error
+		rep.Isolation, err = cl.Isolation(ctx, bodies, bgRate, cfg.E2E, Orgs[0].ID, searchConc)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if iso := rep.Isolation; iso != nil {
+		iso.Size = stored
+		progress("  ingest p99 %s → %s, visible p50 %s → %s, p99 %s → %s; %d searches, p50 %s, %d failed",
+			FormatDuration(Percentile(iso.Quiet.Background.Lat, 99)), FormatDuration(Percentile(iso.Loaded.Background.Lat, 99)),
+			FormatDuration(Percentile(iso.Quiet.Lat, 50)), FormatDuration(Percentile(iso.Loaded.Lat, 50)),
+			FormatDuration(Percentile(iso.Quiet.Lat, 99)), FormatDuration(Percentile(iso.Loaded.Lat, 99)),
+			len(iso.Searches), FormatDuration(Percentile(iso.Searches, 50)), iso.SearchErrs)
+	}
+
 	rep.Partial = false
 	if rep.Rejected, err = srv.Rejected(ctx); err != nil {
 		return err

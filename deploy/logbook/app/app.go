@@ -35,6 +35,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/retention"
 	"github.com/logbookhq/logbook/pkg/schema"
 	"github.com/logbookhq/logbook/pkg/selfaudit"
+	"github.com/logbookhq/logbook/pkg/settle"
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/wire"
 	"github.com/logbookhq/logbook/queryapi/apikeys"
@@ -51,7 +52,11 @@ import (
 // Config is the single-process configuration.
 type Config struct {
 	// DataDir holds everything kept on disk: DataDir/nats and DataDir/clickhouse. Default ./data.
+	// A running App holds an exclusive lock on DataDir/logbook.lock.
 	DataDir string
+	// DataLockWait is how long Start waits for another Logbook to release DataDir (one still
+	// shutting down) before it fails. Default 15 s; 0 fails at once.
+	DataLockWait time.Duration
 	// Addr is the HTTP listen address. Default 127.0.0.1:8080; port 0 picks a free port.
 	Addr string
 	// APIKey, when set (LOGBOOK_API_KEY, at least 32 characters), is the API key named "env"; a
@@ -79,6 +84,10 @@ type Config struct {
 	Writer  batcher.Config
 	Export  export.Config
 	Portal  portal.Config
+	// HTTP holds the listener's timeouts.
+	HTTP wire.HTTPConfig
+	// Reads are the ClickHouse limits of searches and exports.
+	Reads store.ReadLimits
 	// RateLimit is the per-API-key token bucket.
 	RateLimit wire.RateLimitConfig
 	// RetentionSweep is how often shortened retentions are enforced on older rows. Default 1 h.
@@ -106,11 +115,10 @@ func ConfigFromEnv(env *config.Env) Config {
 	vc.AckWait = env.Duration("LOGBOOK_VALIDATOR_ACK_WAIT", vc.AckWait)
 	vc.Loops = int(env.Int("LOGBOOK_VALIDATORS", int64(vc.Loops), 1, 64))
 	wc.AckWait = env.Duration("LOGBOOK_WRITER_ACK_WAIT", wc.AckWait)
-	ec := export.DefaultConfig()
-	ec.PublicURL = env.BaseURL("LOGBOOK_PUBLIC_URL", "")
 	listen, natsURL, auth := natsFromEnv(env)
 	return Config{
 		DataDir:        env.String("LOGBOOK_DATA_DIR", "./data"),
+		DataLockWait:   env.DurationOrZero("LOGBOOK_DATA_LOCK_WAIT", DefaultDataLockWait),
 		Addr:           env.Addr("LOGBOOK_ADDR", "127.0.0.1:8080"),
 		APIKey:         apikey.PresetFromEnv(env),
 		NATSListen:     listen,
@@ -122,8 +130,10 @@ func ConfigFromEnv(env *config.Env) Config {
 		Gateway:        gw,
 		Valid:          vc,
 		Writer:         wc,
-		Export:         ec,
+		Export:         export.ConfigFromEnv(env),
 		Portal:         portal.ConfigFromEnv(env),
+		HTTP:           wire.HTTPFromEnv(env),
+		Reads:          store.ReadLimitsFromEnv(env),
 		RateLimit:      wire.RateLimitFromEnv(env),
 		RetentionSweep: env.Duration("LOGBOOK_RETENTION_SWEEP", time.Hour),
 		BacklogAfter:   env.Duration("LOGBOOK_BACKLOG_DEGRADED_AFTER", obs.DefaultBacklogDegradedAfter),
@@ -131,6 +141,10 @@ func ConfigFromEnv(env *config.Env) Config {
 		StopMerges:     failpoint.Value("store-stop-merges") != "",
 	}
 }
+
+// DefaultDataLockWait is Config.DataLockWait's default: long enough for a Logbook that is shutting
+// down on the same folder to finish.
+const DefaultDataLockWait = 15 * time.Second
 
 // App is a running single-process Logbook.
 type App struct {
@@ -140,10 +154,10 @@ type App struct {
 	GeneratedKey string
 
 	log     *slog.Logger
+	lock    *dataLock
 	ns      *server.Server
 	nc      *nats.Conn
 	store   *store.Store
-	unlock  func() error
 	echo    *echo.Echo
 	reg     *schema.Registry
 	keys    *apikey.Verifier
@@ -154,20 +168,36 @@ type App struct {
 	cancel  context.CancelFunc
 	workers sync.WaitGroup
 	obs     *instruments
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// Start brings Logbook up and returns once it serves HTTP. Close stops it.
-func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) {
-	a = &App{log: log}
-	started := a // the returns below set a to nil
-	defer func() {
-		if err != nil {
-			_ = started.Close()
-			a = nil
+// Start brings Logbook up and returns once it serves HTTP. Close stops it. The first thing it does
+// is lock the data folder (waiting up to cfg.DataLockWait for another Logbook to let go of it); a
+// step that fails closes everything the steps before it opened, in reverse order, and Start
+// returns the step's error.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
+	a := &App{log: log}
+	if err := a.start(ctx, cfg); err != nil {
+		if cerr := a.Close(); cerr != nil {
+			log.Warn("closing after a failed start-up was incomplete", "err", cerr)
 		}
-	}()
-	if a.unlock, err = lockDataDir(cfg.DataDir); err != nil {
 		return nil, err
+	}
+	return a, nil
+}
+
+// start runs the start-up steps, recording in a what each opened, for Close. The roles say which
+// parts run (all by default): the engine only for the writer and the query API, the schema
+// registry for ingest and the validator, the API keys for the HTTP roles.
+func (a *App) start(ctx context.Context, cfg Config) (err error) {
+	log := a.log
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("failed to create data folder %s: %w", cfg.DataDir, err)
+	}
+	if a.lock, err = lockDataDir(ctx, cfg.DataDir, cfg.DataLockWait, log); err != nil {
+		return err
 	}
 	roles := cfg.Roles
 	if roles == (Roles{}) {
@@ -175,53 +205,55 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	}
 	nc, js, err := a.connect(cfg, roles)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := natsx.Prepare(ctx, js, cfg.Limits); err != nil {
-		return nil, err
+		return err
 	}
 	audit := selfaudit.New(js, log.With("service", "selfaudit"))
 	var keyStore *apikey.Store
 	if roles.HTTP() {
 		if keyStore, err = apikey.Open(ctx, js); err != nil {
-			return nil, err
+			return err
 		}
 		host, _ := os.Hostname()
 		keyStore.BeforeChange(selfaudit.KeyChanges(audit, host))
 		if a.GeneratedKey, err = keyStore.Ensure(ctx, cfg.APIKey); err != nil {
-			return nil, err
+			return err
 		}
 	}
+	var priority *store.Store // readiness: a session reads never hold
 	if roles.Storage() {
 		db, err := store.OpenEmbedded(cfg.LibPath, filepath.Join(cfg.DataDir, "clickhouse"))
 		if err != nil {
-			return nil, err
+			return err
 		}
-		a.store = store.New(db)
+		a.store = store.New(db).WithLimits(cfg.Reads)
 		if err := a.store.Migrate(ctx); err != nil {
-			return nil, err
+			return err
 		}
 		if cfg.StopMerges {
 			log.Warn("merges stopped on the events table (a test setting): duplicates stay visible, parts are never merged")
 			if err := a.store.StopMerges(ctx); err != nil {
-				return nil, err
+				return err
 			}
 		}
+		priority = a.store.On(db.Priority())
 	}
-	a.obs = newInstruments(js, a.store, roles, cfg.BacklogAfter, log)
+	a.obs = newInstruments(js, a.store, priority, roles, cfg.BacklogAfter, log)
 	if roles.Ingest || roles.Validator {
 		if a.reg, err = schema.NewRegistry(ctx, js, log); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if roles.HTTP() {
 		if a.keys, err = apikey.NewVerifier(ctx, js, log, apikey.VerifierConfig{UsageFlush: cfg.KeyUsageFlush}); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if roles.Storage() {
 		if a.ret, err = retention.Watch(ctx, js, log); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	var publishChecks []func(context.Context) error
@@ -229,7 +261,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if roles.Validator {
 		val, err := worker.New(ctx, js, a.reg, cfg.Valid, log.With("service", "validator"))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		val.UseMetrics(a.obs.validator)
 		a.obs.health.AddDegraded("validator_output", val.OutputCheck())
@@ -240,7 +272,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 		for i := range max(cfg.Writers, 1) {
 			wr, err := batcher.New(ctx, js, a.obs.writerStore, cfg.Writer, log.With("service", "writer", "writer", i))
 			if err != nil {
-				return nil, err
+				return err
 			}
 			wr.UseRetention(a.ret.Days)
 			runs = append(runs, wr.Run)
@@ -249,7 +281,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	var exp *export.Service
 	if roles.Query {
 		if exp, err = export.Open(ctx, js, a.obs.queryStore, a.ret, cfg.Export, log.With("service", "export")); err != nil {
-			return nil, err
+			return err
 		}
 		sweep := func(ctx context.Context) error {
 			organizations.Sweep(ctx, a.ret, a.store, cfg.RetentionSweep, log.With("service", "retention"))
@@ -277,7 +309,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	var rawStream jetstream.Stream
 	if roles.Ingest {
 		if rawStream, err = js.Stream(ctx, event.StreamRaw); err != nil {
-			return nil, fmt.Errorf("failed to open stream %s: %w", event.StreamRaw, err)
+			return fmt.Errorf("failed to open stream %s: %w", event.StreamRaw, err)
 		}
 		a.raw = natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
 		publishChecks = append(publishChecks, a.raw.Check)
@@ -295,7 +327,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	a.echo = e
 	a.obs.serve(e)
 	if !roles.HTTP() {
-		return a, a.serve(e, cfg.Addr) // health and metrics only
+		return a.serve(e, cfg.Addr, cfg.HTTP) // health and metrics only
 	}
 	g := e.Group("", wire.Auth(a.keys), wire.RateLimit(wire.NewLimiter(cfg.RateLimit)))
 	if roles.Ingest {
@@ -309,13 +341,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if roles.Validator {
 		rd, err := redrive.New(ctx, js, log.With("service", "validator"))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		rd.UseAudit(audit)
 		rd.Register(g)
 	}
 	if roles.Query {
-		search.New(a.obs.queryStore, a.ret).Register(g)
+		stored := settle.New(js)
+		search.New(a.obs.queryStore, a.ret).ReadsOwnWrites(stored).Register(g)
 		orgs := organizations.New(a.ret, a.store, log.With("service", "queryapi"))
 		orgs.UseAudit(audit)
 		orgs.Register(g)
@@ -325,17 +358,17 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 		exp.RegisterDownload(e)
 		links, err := portal.LoadLinks(ctx, js)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		viewer := portal.New(links, search.New(a.obs.queryStore, a.ret), exp, cfg.Portal, log.With("service", "portal"))
+		viewer := portal.New(links, search.New(a.obs.queryStore, a.ret).ReadsOwnWrites(stored), exp, cfg.Portal, log.With("service", "portal"))
 		viewer.UseAudit(audit)
 		viewer.Register(e, g)
 	}
-	return a, a.serve(e, cfg.Addr)
+	return a.serve(e, cfg.Addr, cfg.HTTP)
 }
 
-// connect starts the embedded NATS server and connects to it in-process, or connects to the
-// external one at cfg.NATSURL, with cfg.NATSAuth's credentials either way.
+// connect starts the embedded NATS server (or, with cfg.NATSURL, reaches an external one) and
+// connects to it with cfg.NATSAuth.
 func (a *App) connect(cfg Config, roles Roles) (nc *nats.Conn, js jetstream.JetStream, err error) {
 	opts, err := cfg.NATSAuth.Options()
 	if err != nil {
@@ -361,13 +394,13 @@ func (a *App) Store() *store.Store { return a.store }
 // Retention is the organizations' retention settings as this process applies them.
 func (a *App) Retention() *retention.Policies { return a.ret }
 
-func (a *App) serve(e *echo.Echo, addr string) error {
+func (a *App) serve(e *echo.Echo, addr string, hc wire.HTTPConfig) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("failed to listen on %s: %w", addr, err)
 	}
 	a.Addr = ln.Addr().String()
-	a.http = &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
+	a.http = wire.NewHTTPServer(e, hc)
 	go func() {
 		if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error("http server stopped", "err", err)
@@ -376,8 +409,15 @@ func (a *App) serve(e *echo.Echo, addr string) error {
 	return nil
 }
 
-// Close stops intake, lets the workers finish the batch in hand, and closes NATS and ClickHouse.
+// Close stops intake, lets the workers finish the batch in hand, closes NATS and ClickHouse, and
+// releases the data folder. It closes only what was opened (so it also undoes a failed start-up
+// part way), and calling it again does nothing.
 func (a *App) Close() error {
+	a.closeOnce.Do(func() { a.closeErr = a.close() })
+	return a.closeErr
+}
+
+func (a *App) close() error {
 	var errs []error
 	if a.obs != nil {
 		a.obs.health.Stopping()
@@ -413,8 +453,6 @@ func (a *App) Close() error {
 	if a.store != nil {
 		errs = append(errs, a.store.Close())
 	}
-	if a.unlock != nil {
-		errs = append(errs, a.unlock())
-	}
+	errs = append(errs, a.lock.release())
 	return errors.Join(errs...)
 }

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,30 +15,6 @@ import (
 	"github.com/logbookhq/logbook/pkg/natsembed"
 	"github.com/logbookhq/logbook/pkg/natsx"
 )
-
-// ErrDataDirInUse is returned when another process holds the data directory.
-var ErrDataDirInUse = errors.New("the data directory is in use by another Logbook process")
-
-// lockDataDir creates dir if needed and takes an exclusive lock on dir/logbook.lock until the
-// returned release is called (or the process ends, whatever way): two processes on one data
-// directory would corrupt JetStream's files, and the embedded server does not lock them itself.
-func lockDataDir(dir string) (release func() error, err error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("failed to create data dir: %w", err)
-	}
-	f, err := os.OpenFile(filepath.Join(dir, "logbook.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("failed to open the data directory's lock: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		_ = f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: %s", ErrDataDirInUse, dir)
-		}
-		return nil, fmt.Errorf("failed to lock the data directory %s: %w", dir, err)
-	}
-	return f.Close, nil
-}
 
 // Admin is NATS for an administrative command (`logbook keys …`): the JetStream of a running
 // Logbook reached over TCP, or that of a stopped one opened from its data directory.
@@ -65,7 +41,10 @@ func OpenAdmin(ctx context.Context, dataDir, natsURL string, auth natsx.Auth) (*
 		}
 		return &Admin{JS: js, close: nc.Close}, nil
 	}
-	unlock, err := lockDataDir(dataDir)
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("failed to create data folder %s: %w", dataDir, err)
+	}
+	lock, err := lockDataDir(ctx, dataDir, 0, slog.New(slog.DiscardHandler))
 	if errors.Is(err, ErrDataDirInUse) {
 		return nil, fmt.Errorf("%w: stop it, use its /admin/keys route, or start it with LOGBOOK_NATS_LISTEN=127.0.0.1:4222 and run this with LOGBOOK_NATS_URL=nats://127.0.0.1:4222", err)
 	}
@@ -74,13 +53,13 @@ func OpenAdmin(ctx context.Context, dataDir, natsURL string, auth natsx.Auth) (*
 	}
 	ns, err := natsembed.Start(natsembed.Config{StoreDir: filepath.Join(dataDir, "nats"), User: auth.User, Password: auth.Password})
 	if err != nil {
-		_ = unlock()
+		_ = lock.release()
 		return nil, err
 	}
 	stop := func() {
 		ns.Shutdown()
 		ns.WaitForShutdown()
-		_ = unlock()
+		_ = lock.release()
 	}
 	nc, js, err := natsx.ConnectInProcess(ns, "logbook-admin", opts...)
 	if err != nil {

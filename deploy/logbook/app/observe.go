@@ -24,13 +24,16 @@ import (
 type instruments struct {
 	reg    *prometheus.Registry
 	health *obs.Health
-	// writerStore and queryStore are the one store seen through the writer's and the query API's
-	// metrics decorators.
+	// writerStore and queryStore are the engine seen through the writer's and the query API's
+	// metrics decorators; the writer's runs on the engine's priority session, so reads never hold
+	// up its INSERTs.
 	writerStore, queryStore *store.Store
 	validator               *obs.Validator
 }
 
-func newInstruments(js jetstream.JetStream, st *store.Store, roles Roles, backlogAfter time.Duration, log *slog.Logger) *instruments {
+// newInstruments takes the engine twice: st (reads, on the read sessions) and priority (the writer
+// and the readiness check, on the priority sessions); both nil when this process holds no engine.
+func newInstruments(js jetstream.JetStream, st, priority *store.Store, roles Roles, backlogAfter time.Duration, log *slog.Logger) *instruments {
 	reg := obs.NewRegistry()
 	h := obs.NewHealth(log)
 	h.Add("nats", obs.NATSCheck(js))
@@ -49,11 +52,11 @@ func newInstruments(js jetstream.JetStream, st *store.Store, roles Roles, backlo
 		reg.MustRegister(obs.NewJetStream("writer", js, []string{event.StreamValid},
 			obs.Consumer{Stream: event.StreamValid, Name: event.ConsumerWriter}))
 	}
-	if st != nil {
-		h.Add("clickhouse", st.Ping)
+	if priority != nil {
+		h.Add("clickhouse", priority.Ping)
 	}
 	if roles.Writer {
-		in.writerStore = st.Decorate(storemetrics.Decorator(reg, "writer"))
+		in.writerStore = priority.Decorate(storemetrics.Decorator(reg, "writer"))
 	}
 	if roles.Query {
 		in.queryStore = st.Decorate(storemetrics.Decorator(reg, "queryapi"))

@@ -44,6 +44,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	cfg.MaxBodyBytes = env.Int("LOGBOOK_MAX_BODY_BYTES", cfg.MaxBodyBytes, 1<<10, 900<<10)
 	addr := env.Addr("LOGBOOK_ADDR", "0.0.0.0:8080")
 	adminAddr := env.Addr("LOGBOOK_ADMIN_ADDR", obs.DefaultAdminAddr)
+	httpc := wire.HTTPFromEnv(env)
 	presetKey := apikey.PresetFromEnv(env)
 	limits := wire.RateLimitFromEnv(env)
 	nc, js, err := natsx.ConnectFromEnv(ctx, env, "logbook-ingest")
@@ -95,5 +96,5 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	gw.UseAudit(audit)
 	gw.Register(e.Group("", wire.Auth(keys), wire.RateLimit(wire.NewLimiter(limits))))
 	log.Info("listening", "addr", addr)
-	return wire.Serve(ctx, e, addr)
+	return wire.Serve(ctx, e, addr, httpc)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/retention"
 	"github.com/logbookhq/logbook/pkg/selfaudit"
+	"github.com/logbookhq/logbook/pkg/settle"
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/store/storemetrics"
 	"github.com/logbookhq/logbook/pkg/wire"
@@ -48,16 +49,18 @@ func main() {
 func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	addr := env.Addr("LOGBOOK_ADDR", "0.0.0.0:8080")
 	adminAddr := env.Addr("LOGBOOK_ADMIN_ADDR", obs.DefaultAdminAddr)
+	httpc := wire.HTTPFromEnv(env)
 	pc := portal.ConfigFromEnv(env)
 	limits := wire.RateLimitFromEnv(env)
-	ec := export.DefaultConfig()
-	ec.PublicURL = env.BaseURL("LOGBOOK_PUBLIC_URL", "")
+	ec := export.ConfigFromEnv(env)
 	sweepEvery := env.Duration("LOGBOOK_RETENTION_SWEEP", time.Hour)
 	presetKey := apikey.PresetFromEnv(env)
+	reads := store.ReadLimitsFromEnv(env)
 	st, err := store.ServerFromEnv(ctx, env)
 	if err != nil {
 		return err
 	}
+	st = st.WithLimits(reads)
 	defer st.Close()
 	// NATS for the API keys, retention settings, export jobs and files.
 	nc, js, err := natsx.ConnectFromEnv(ctx, env, "logbook-queryapi")
@@ -112,19 +115,20 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	e := wire.NewServer(log)
 	e.Use(obs.HTTP(adm.Registry, "queryapi"))
 	g := e.Group("", wire.Auth(keys), wire.RateLimit(wire.NewLimiter(limits)))
-	search.New(st, ret).Register(g)
+	stored := settle.New(js)
+	search.New(st, ret).ReadsOwnWrites(stored).Register(g)
 	orgs := organizations.New(ret, st, log)
 	orgs.UseAudit(audit)
 	orgs.Register(g)
 	exp.UseAudit(audit)
 	exp.Register(g)
 	exp.RegisterDownload(e)
-	viewer := portal.New(links, search.New(st, ret), exp, pc, log)
+	viewer := portal.New(links, search.New(st, ret).ReadsOwnWrites(stored), exp, pc, log)
 	viewer.UseAudit(audit)
 	viewer.Register(e, g)
 	keyAdmin := apikeys.New(keyStore, audit)
 	keyAdmin.UseLocal(keys)
 	apikeys.NewAPI(keyAdmin, log).Register(g)
 	log.Info("listening", "addr", addr)
-	return wire.Serve(ctx, e, addr)
+	return wire.Serve(ctx, e, addr, httpc)
 }

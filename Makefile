@@ -5,6 +5,12 @@ SHELL := /bin/bash
 export GOTOOLCHAIN := go1.27.3
 MODULES := pkg ingest validator writer queryapi deploy/logbook deploy/sdktest deploy/bench deploy/browsertest deploy/servertest
 GO_PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
+# The packages that start goroutines run under the race detector: the shared packages, the four
+# services and the single-process wiring. The rest (fault, scale-out and chaos tests that drive the
+# binaries as processes, the SDK, browser and compose tests, the load tool) run without it.
+RACE_PKGS := ./pkg/... ./ingest/... ./validator/... ./writer/... ./queryapi/... ./deploy/logbook/app/...
+PLAIN_PKGS := ./deploy/logbook ./deploy/logbook/faults/... ./deploy/logbook/proc/... ./deploy/logbook/scaleout/... \
+	./deploy/sdktest/... ./deploy/bench/... ./deploy/browsertest/... ./deploy/servertest/...
 CHDB_LIB ?= $(or $(LOGBOOK_CHDB_LIB),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/logbook/chdb/26.7.3-stable.1/libchdb.so)
 export LOGBOOK_CHDB_LIB := $(CHDB_LIB)
 SDK_NODE_DIR ?= $(or $(LOGBOOK_SDK_NODE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/logbook/sdk/node-11.0.0-8.13.0)
@@ -18,16 +24,19 @@ run: libchdb
 	go run ./deploy/logbook
 
 ## test: every module's tests, against real NATS JetStream and the real ClickHouse engine, and the
-## official WorkOS SDKs (Go and Node) against a running Logbook (deploy/sdktest). The server-backend
+## official WorkOS SDKs (Go and Node) against a running Logbook (deploy/sdktest); RACE_PKGS under
+## the race detector. The server-backend
 ## suite (deploy/servertest under testcontainers: a ClickHouse server, the NATS image) is compiled
 ## with -tags docker only where `docker info` answers; whatever did not run is named after the
 ## summary (tests append it to the file LOGBOOK_NOT_RUN names), never skipped in silence.
 test: libchdb sdk
 	@tags=$$(timeout 10 docker info >/dev/null 2>&1 && echo -tags=docker); \
 	notrun=$$(mktemp); status=0; \
-	echo go vet $$tags $(GO_PKGS) && go vet $$tags $(GO_PKGS) && \
-	echo go test $(TEST_FLAGS) $$tags $(GO_PKGS) && \
-	LOGBOOK_NOT_RUN=$$notrun go test $(TEST_FLAGS) $$tags $(GO_PKGS) || status=$$?; \
+	echo go vet $$tags $(GO_PKGS) && go vet $$tags $(GO_PKGS) || exit $$?; \
+	echo go test -race $(TEST_FLAGS) $(RACE_PKGS); \
+	LOGBOOK_NOT_RUN=$$notrun go test -race $(TEST_FLAGS) $(RACE_PKGS) || status=$$?; \
+	echo go test $(TEST_FLAGS) $$tags $(PLAIN_PKGS); \
+	LOGBOOK_NOT_RUN=$$notrun go test $(TEST_FLAGS) $$tags $(PLAIN_PKGS) || status=$$?; \
 	if [ -s $$notrun ]; then echo; sort -u $$notrun; fi; rm -f $$notrun; exit $$status
 
 ## chaos: a bounded soak (CHAOS_DURATION, default 2m, at most 3m, shared by the scenarios):

@@ -102,7 +102,7 @@ func TestFailedStartUpClosesWhatItOpened(t *testing.T) {
 			require.NoError(t, os.WriteFile(f, nil, 0o600))
 			c.DataDir = f
 		}, "data folder"},
-		{"bad stream limit", nil, func(c *Config) { c.Limits.MaxBytes = -1 }, "stream max bytes"},
+		{"bad stream limit", nil, func(c *Config) { c.Limits.MaxBytes = -1 }, "LOGBOOK_STREAM_MAX_BYTES must be positive"},
 		{"missing engine library", map[string]string{"LOGBOOK_CHDB_LIB": "/nonexistent/libchdb.so"}, nil, "make libchdb"},
 		{"occupied port", map[string]string{"LOGBOOK_ADDR": busy.Addr().String()}, nil, "failed to listen"},
 	}

@@ -52,13 +52,6 @@ var (
 	opened bool
 )
 
-// Sessions of a Conn (see Conn): Query spreads statements over ReadSessions, QueryPriority over
-// PrioritySessions.
-const (
-	ReadSessions     = 4
-	PrioritySessions = 2
-)
-
 // Open loads libchdb.so from libPath and opens the engine on dataDir
 // (created if missing), as if it were started with
 // {"clickhouse", "--path=<dataDir>"}, with PrioritySessions sessions for

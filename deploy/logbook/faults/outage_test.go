@@ -31,11 +31,11 @@ func TestWriterOutageLongerThanKeep(t *testing.T) {
 	stop := make(chan struct{})
 	time.AfterFunc(outage/2, func() { close(stop) })
 	load(n, org, l, &next, stop)
-	check(t, n, org, l)
+	waitSettled(t, n)
 	// What is settled and older than the keep time is trimmed from both streams.
 	require.Eventually(t, func() bool { return streamMsgs(t, n, "LOGBOOK_RAW") == 0 && streamMsgs(t, n, "LOGBOOK_VALID") == 0 },
 		30*time.Second, 200*time.Millisecond, "settled events were never trimmed")
-	n.kill() // its log is complete (and no longer written)
+	check(t, n, org, l) // stops the node: its log is complete (and no longer written)
 	require.Contains(t, n.log.String(), "failpoint writer-after-record: blocking", "the writer was never held")
 	require.Contains(t, n.log.String(), "failpoint writer-after-record: released")
 }

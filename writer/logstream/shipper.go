@@ -48,6 +48,7 @@ type shipper struct {
 	status logstream.Status
 	saved  time.Time // when status was last stored
 	cons   jetstream.Consumer
+	dirty  bool      // status changed since it was stored
 	// lastReleaseCheck is when the release conditions were last read.
 	lastReleaseCheck time.Time
 }
@@ -95,6 +96,9 @@ func (s *shipper) run(ctx context.Context) {
 		if err := s.step(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("log stream step failed", "err", err)
 			sleep(ctx, time.Second)
+		}
+		if s.dirty {
+			s.saveStatus(ctx, false)
 		}
 	}
 	s.saveStatus(context.WithoutCancel(ctx), true)
@@ -275,22 +279,11 @@ func (s *shipper) collect(ctx context.Context, c jetstream.Consumer) ([]jetstrea
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && len(msgs) == 0 {
 			return nil, nil, fmt.Errorf("fetch from %s ended: %w", s.status.Consumer, err)
 		}
-		if len(msgs) == 0 && (s.rec.Load() != s.cur || s.pendingSignal()) {
-			return nil, nil, nil
+		if len(msgs) == 0 {
+			return nil, nil, nil // idle: the caller looks at the stream's state again
 		}
 	}
 	return msgs, events, nil
-}
-
-// pendingSignal reports (and keeps) a change signal.
-func (s *shipper) pendingSignal() bool {
-	select {
-	case <-s.changed:
-		s.poke()
-		return true
-	default:
-		return false
-	}
 }
 
 // errRelease interrupts a delivery whose stream must let go of the valid stream.
@@ -439,6 +432,7 @@ func (s *shipper) fail(err error) {
 func (s *shipper) saveStatus(ctx context.Context, force bool) {
 	now := s.now()
 	if !force && now.Sub(s.saved) < time.Second {
+		s.dirty = true // stored by a later call (run saves a dirty status after every step)
 		return
 	}
 	s.status.UpdatedAt = now.UTC()
@@ -448,7 +442,7 @@ func (s *shipper) saveStatus(ctx context.Context, force bool) {
 		s.log.Warn("failed to store log stream status", "err", err)
 		return
 	}
-	s.saved = now
+	s.saved, s.dirty = now, false
 }
 
 func (s *shipper) cur0() *logstream.Record {

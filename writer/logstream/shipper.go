@@ -48,7 +48,7 @@ type shipper struct {
 	status logstream.Status
 	saved  time.Time // when status was last stored
 	cons   jetstream.Consumer
-	dirty  bool      // status changed since it was stored
+	dirty  bool // status changed since it was stored
 	// lastReleaseCheck is when the release conditions were last read.
 	lastReleaseCheck time.Time
 }

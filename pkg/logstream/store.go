@@ -58,6 +58,9 @@ type Status struct {
 	// bound or the valid stream filled): it catches up from ClickHouse once the destination
 	// answers again.
 	Released bool `json:"released,omitempty"`
+	// Paused says the worker has seen the stream paused and delivers nothing (set within about a
+	// second of a pause; delivery of a batch in hand finishes first).
+	Paused bool `json:"paused,omitempty"`
 	// LastError is the latest failure's description, LastErrorAt when it happened.
 	LastError   string     `json:"last_error,omitempty"`
 	LastErrorAt *time.Time `json:"last_error_at,omitempty"`

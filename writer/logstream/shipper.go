@@ -121,6 +121,10 @@ func (s *shipper) step(ctx context.Context) error {
 	if err := s.takeReplay(ctx); err != nil {
 		return err
 	}
+	if paused := rec.State == logstream.StatePaused; paused != s.status.Paused {
+		s.status.Paused = paused
+		s.saveStatus(ctx, true)
+	}
 	if s.status.Mode == logstream.ModeCatchUp {
 		if rec.State == logstream.StatePaused {
 			s.wait(ctx, 5*time.Second)

@@ -1,0 +1,124 @@
+package app
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A log stream made through the API delivers an organization's events, signed, to an HTTP
+// endpoint; reads never show a secret; pause holds delivery and resume catches up; the changes are
+// on record in org_logbook; delete removes the stream's consumer.
+func TestLogStreamEndToEnd(t *testing.T) {
+	a := startT(t)
+	c := a.client(t, testKey)
+	var mu sync.Mutex
+	var got []string
+	var wh *standardwebhooks.Webhook
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		if wh == nil || wh.Verify(body, r.Header) != nil || r.Header.Get("X-Token") != "t0ken" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		var evs []struct{ ID, Organization_ID string }
+		require.NoError(t, json.Unmarshal(body, &evs))
+		for _, e := range evs {
+			got = append(got, e.Organization_ID)
+		}
+	}))
+	defer recv.Close()
+	received := func() int { mu.Lock(); defer mu.Unlock(); return len(got) }
+
+	r := c.do("POST", "/log_streams", []byte(fmt.Sprintf(`{"organization_id":"org_ls","name":"SIEM",
+		"destination":{"type":"http","url":%q,"headers":{"X-Token":"t0ken"}},"batch":{"max_events":10,"linger_ms":20}}`, recv.URL)))
+	require.Equal(t, 201, r.status, "%s", r.raw)
+	secret, _ := r.body["signing_secret"].(string)
+	require.NotEmpty(t, secret, "a generated signing secret is shown once")
+	mu.Lock()
+	wh, _ = standardwebhooks.NewWebhook(secret)
+	mu.Unlock()
+	id := r.body["id"].(string)
+
+	base := time.Now().Add(-time.Hour)
+	for i := range 25 {
+		c.emit("org_ls", base, i)
+		c.emit("org_other", base, i)
+	}
+	require.Eventually(t, func() bool { return received() == 25 }, 30*time.Second, 20*time.Millisecond)
+	mu.Lock()
+	for _, org := range got {
+		assert.Equal(t, "org_ls", org)
+	}
+	mu.Unlock()
+
+	var g response
+	require.Eventually(t, func() bool {
+		g = c.do("GET", "/log_streams/"+id, nil)
+		return g.status == 200 && g.body["delivered"] == float64(25)
+	}, 10*time.Second, 20*time.Millisecond, "the status shows the deliveries")
+	assert.NotContains(t, string(g.raw), secret)
+	assert.NotContains(t, string(g.raw), "t0ken")
+	assert.Equal(t, "ok", g.body["health"])
+	dest := g.body["destination"].(map[string]any)
+	assert.Equal(t, []any{"X-Token"}, dest["header_names"])
+
+	require.Equal(t, 200, c.do("POST", "/log_streams/"+id+"/pause", nil).status)
+	require.Eventually(t, func() bool { return c.do("GET", "/log_streams/"+id, nil).body["paused"] == true },
+		10*time.Second, 20*time.Millisecond, "the worker sees the pause")
+	for i := range 5 {
+		c.emit("org_ls", base, 100+i)
+	}
+	require.Eventually(t, func() bool {
+		l := c.do("GET", "/log_streams/"+id, nil).body["lag"].(map[string]any)
+		return l["events"] == float64(5)
+	}, 10*time.Second, 20*time.Millisecond, "a paused stream's lag grows")
+	assert.Equal(t, 25, received())
+	require.Equal(t, 200, c.do("POST", "/log_streams/"+id+"/resume", nil).status)
+	require.Eventually(t, func() bool { return received() == 30 }, 30*time.Second, 20*time.Millisecond)
+
+	m := scrape(t, a)
+	assert.Contains(t, m, `logstream_delivered_events_total{log_stream="`+id+`"}`)
+	assert.Contains(t, m, `logstream_lag_seconds{log_stream="`+id+`"}`)
+	assert.Contains(t, m, `logstream_failing{log_stream="`+id+`"} 0`)
+
+	l := c.do("GET", "/log_streams?organization_id=org_ls", nil)
+	require.Equal(t, 200, l.status)
+	require.Len(t, l.body["data"], 1)
+
+	require.Equal(t, 200, c.do("DELETE", "/log_streams/"+id, nil).status)
+	require.Equal(t, 404, c.do("GET", "/log_streams/"+id, nil).status)
+	require.Eventually(t, func() bool {
+		return !strings.Contains(scrape(t, a), id)
+	}, 10*time.Second, 20*time.Millisecond, "a deleted stream leaves /metrics")
+
+	// Every change is on record in Logbook's own organization.
+	data := c.waitFor("org_logbook", 4)
+	var actions []string
+	for _, d := range data {
+		actions = append(actions, d.(map[string]any)["action"].(string))
+	}
+	assert.ElementsMatch(t, []string{"logbook.log_stream.created", "logbook.log_stream.paused",
+		"logbook.log_stream.resumed", "logbook.log_stream.deleted"}, actions)
+}
+
+func scrape(t *testing.T, a *App) string {
+	res, err := http.Get("http://" + a.Addr + "/metrics")
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	return string(b)
+}

@@ -22,6 +22,19 @@ import (
 	"github.com/logbookhq/logbook/pkg/wire"
 )
 
+// NewEventID mints the id of an event Logbook records about itself (a ULID, as the gateway's).
+func NewEventID(t time.Time) string {
+	return ulid.MustNew(ulid.Timestamp(t), ulid.DefaultEntropy()).String()
+}
+
+// Open prepares the log streams bucket (replicas copies) and returns its Store.
+func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*logstream.Store, error) {
+	if err := logstream.EnsureBucket(ctx, js, replicas); err != nil {
+		return nil, err
+	}
+	return logstream.Open(ctx, js)
+}
+
 // API serves /log_streams. Safe for concurrent use.
 type API struct {
 	js  jetstream.JetStream
@@ -385,7 +398,7 @@ type View struct {
 	Released      bool   `json:"released"`
 	// Paused is true once the delivery worker has seen the pause (state says what was asked).
 	Paused bool `json:"paused"`
-	Lag           struct {
+	Lag    struct {
 		Events  *uint64 `json:"events"`
 		Seconds float64 `json:"seconds"`
 	} `json:"lag"`

@@ -176,7 +176,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if err != nil {
 		return nil, err
 	}
-	streams, err := openLogStreams(ctx, js, cfg.Limits.Replicas)
+	streams, err := logstreams.Open(ctx, js, cfg.Limits.Replicas)
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +216,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	organizations.New(a.ret, a.store, log.With("service", "queryapi")).Register(g)
 	exp.Register(g)
 	reconcile.NewAPI(js, a.store).Register(g)
-	logstreams.New(js, streams, logstream.RawRecorder{Pub: js, NewID: newEventID}).Register(g)
+	logstreams.New(js, streams, logstream.RawRecorder{Pub: js, NewID: logstreams.NewEventID}).Register(g)
 	exp.RegisterDownload(e)
 	links, err := portal.LoadLinks(ctx, js)
 	if err != nil {

@@ -15,12 +15,14 @@ import (
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/natsx"
+	"github.com/logbookhq/logbook/pkg/logstream"
 	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/retention"
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/store/storemetrics"
 	"github.com/logbookhq/logbook/pkg/wire"
 	"github.com/logbookhq/logbook/queryapi/export"
+	"github.com/logbookhq/logbook/queryapi/logstreams"
 	"github.com/logbookhq/logbook/queryapi/organizations"
 	"github.com/logbookhq/logbook/queryapi/portal"
 	"github.com/logbookhq/logbook/queryapi/search"
@@ -86,6 +88,10 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	streams, err := logstreams.Open(ctx, js, int(env.Int("LOGBOOK_STREAM_REPLICAS", 1, 1, 5)))
+	if err != nil {
+		return err
+	}
 	e := wire.NewServer(log)
 	e.Use(obs.HTTP(adm.Registry, "queryapi"))
 	g := e.Group("", wire.Auth(keys), wire.RateLimit(wire.NewLimiter(limits)))
@@ -93,6 +99,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	organizations.New(ret, st, log).Register(g)
 	exp.Register(g)
 	exp.RegisterDownload(e)
+	logstreams.New(js, streams, logstream.RawRecorder{Pub: js, NewID: logstreams.NewEventID}).Register(g)
 	portal.New(links, search.New(st, ret), exp, pc, log).Register(e, g)
 	log.Info("listening", "addr", addr)
 	return wire.Serve(ctx, e, addr)

@@ -12,12 +12,14 @@ import (
 
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/logstream"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/retention"
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/store/storemetrics"
 	"github.com/logbookhq/logbook/writer/batcher"
+	shipping "github.com/logbookhq/logbook/writer/logstream"
 )
 
 func main() {
@@ -64,6 +66,22 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 		return err
 	}
 	defer ret.Close()
+	// Log streams: this replica delivers the streams it holds a lease on.
+	if err := logstream.EnsureBucket(ctx, js, int(env.Int("LOGBOOK_STREAM_REPLICAS", 1, 1, 5))); err != nil {
+		return err
+	}
+	streams, err := logstream.Open(ctx, js)
+	if err != nil {
+		return err
+	}
+	ships, err := shipping.NewManager(js, streams, st, shipping.ConfigFromEnv(env), log.With("service", "logstream"))
+	if err != nil {
+		return err
+	}
+	adm.Registry.MustRegister(shipping.NewCollector(js, streams, ships))
+	shipped := make(chan struct{})
+	go func() { defer close(shipped); _ = ships.Run(ctx) }()
+	defer func() { <-shipped }()
 	w, err := batcher.New(ctx, js, retention.Stamper{Store: st.Decorate(storemetrics.Decorator(adm.Registry, "writer")), Policies: ret}, cfg, log)
 	if err != nil {
 		return err

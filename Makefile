@@ -9,9 +9,11 @@ CHDB_LIB ?= $(or $(LOGBOOK_CHDB_LIB),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/logb
 export LOGBOOK_CHDB_LIB := $(CHDB_LIB)
 SDK_NODE_DIR ?= $(or $(LOGBOOK_SDK_NODE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/logbook/sdk/node-11.0.0-8.13.0)
 export LOGBOOK_SDK_NODE_DIR := $(SDK_NODE_DIR)
+VERSITYGW ?= $(or $(LOGBOOK_VERSITYGW),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/logbook/versitygw/v1.8.0/versitygw)
+export LOGBOOK_VERSITYGW := $(VERSITYGW)
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: run test chaos libchdb sdk build vet bench clean
+.PHONY: run test chaos libchdb sdk versitygw build vet bench clean
 
 ## run: start Logbook in one process (embedded NATS + embedded ClickHouse, data in ./data)
 run: libchdb
@@ -19,7 +21,7 @@ run: libchdb
 
 ## test: every module's tests, against real NATS JetStream and the real ClickHouse engine, and the
 ## official WorkOS SDKs (Go and Node) against a running Logbook (deploy/sdktest)
-test: libchdb sdk
+test: libchdb sdk versitygw
 	go vet $(GO_PKGS)
 	go test $(TEST_FLAGS) $(GO_PKGS)
 
@@ -49,6 +51,12 @@ $(CHDB_LIB):
 sdk: $(SDK_NODE_DIR)/.installed
 $(SDK_NODE_DIR)/.installed:
 	LOGBOOK_SDK_NODE_DIR=$(SDK_NODE_DIR) bash deploy/scripts/fetch-sdks.sh
+
+## versitygw: build versitygw (an S3-compatible server that checks SigV4) into the per-user cache,
+## once; the log-stream tests deliver S3 objects to it on loopback
+versitygw: $(VERSITYGW)
+$(VERSITYGW):
+	LOGBOOK_VERSITYGW=$(VERSITYGW) bash deploy/scripts/fetch-versitygw.sh
 
 ## build: the single-process binary and the four service binaries, into ./bin
 build:

@@ -237,6 +237,9 @@ func (rc *receiver) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		rc.bad = append(rc.bad, r.URL.Path+" "+string(body[:min(len(body), 200)]))
 		return
 	}
+	if id == "" && len(events) > 0 { // a format without a batch id: its first and last events name it
+		id = events[0].ID + "_" + events[len(events)-1].ID
+	}
 	rc.requests = append(rc.requests, received{BatchID: id, Events: events, Header: r.Header.Clone(), Body: body})
 }
 

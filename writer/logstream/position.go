@@ -223,7 +223,7 @@ func (s *shipper) maybeRelease(ctx context.Context, force bool) (bool, error) {
 		return false, nil
 	}
 	if !force {
-		if s.now().Sub(s.lastReleaseCheck) < 10*time.Second {
+		if s.now().Sub(s.lastReleaseCheck) < s.releaseCheckEvery() {
 			return false, nil
 		}
 		s.lastReleaseCheck = s.now()
@@ -249,6 +249,10 @@ func (s *shipper) maybeRelease(ctx context.Context, force bool) (bool, error) {
 	}
 	return true, nil
 }
+
+// releaseCheckEvery is how often the release conditions are read: every 10 s, or twice per HoldFor
+// when that is shorter.
+func (s *shipper) releaseCheckEvery() time.Duration { return min(10*time.Second, s.cfg.HoldFor/2) }
 
 // oldestUndelivered scans the consumer's undelivered messages (an ordered consumer from its ack
 // floor) for the earliest received time among them: the valid stream's order is not received

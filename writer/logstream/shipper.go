@@ -395,7 +395,8 @@ func (s *shipper) pause(ctx context.Context, d time.Duration, keepAlive func()) 
 			}
 		case <-t.C:
 		}
-		if keepAlive != nil && s.status.Mode == logstream.ModeLive {
+		if keepAlive != nil && s.status.Mode == logstream.ModeLive && s.now().Sub(s.lastReleaseCheck) >= s.releaseCheckEvery() {
+			s.lastReleaseCheck = s.now()
 			if must, err := s.mustRelease(ctx); err == nil && must {
 				return errRelease
 			}

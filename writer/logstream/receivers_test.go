@@ -112,9 +112,9 @@ func otlpReceiver(t *testing.T) *receiver {
 				ScopeLogs []struct {
 					LogRecords []struct {
 						TimeUnixNano, ObservedTimeUnixNano, SeverityText, EventName string
-						SeverityNumber                                               int
-						Attributes                                                   []kv
-						Body                                                         struct{ KvlistValue struct{ Values []kv } }
+						SeverityNumber                                              int
+						Attributes                                                  []kv
+						Body                                                        struct{ KvlistValue struct{ Values []kv } }
 					}
 				}
 			}

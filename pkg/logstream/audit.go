@@ -29,6 +29,11 @@ const (
 
 // Change is one administrative change (or an alert firing) to put on record.
 type Change struct {
+	// ID, when set, is the event id of the record (a ULID), so that recording the same thing again
+	// is deduplicated by the raw stream; else a new one is made.
+	ID string
+	// At, when set, is when it happened; else now.
+	At time.Time
 	// Action is what happened ("logbook.log_stream.created").
 	Action string
 	// Targets are what changed: the stream or rule, and the organization.
@@ -64,12 +69,19 @@ func (r RawRecorder) Record(ctx context.Context, c Change) error {
 		now = r.Now
 	}
 	t := now().UTC().Truncate(time.Millisecond)
+	if !c.At.IsZero() {
+		t = c.At.UTC().Truncate(time.Millisecond)
+	}
+	id := c.ID
+	if id == "" {
+		id = r.NewID(t)
+	}
 	targets := c.Targets
 	if targets == nil {
 		targets = []event.Entity{}
 	}
 	rec := &event.Record{
-		ID: r.NewID(t), OrganizationID: AuditOrg, ReceivedAt: t,
+		ID: id, OrganizationID: AuditOrg, ReceivedAt: t,
 		Event: event.Event{Action: c.Action, OccurredAt: t, Actor: event.Entity{ID: "logbook", Type: "system", Name: "Logbook"},
 			Targets: targets, Context: event.Context{Location: "unknown"}, Metadata: c.Metadata},
 		Schema: &event.SchemaRef{Scope: event.SchemaNone},

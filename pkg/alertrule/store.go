@@ -34,7 +34,7 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, replicas int) er
 // Store keeps rules and firings. Safe for concurrent use.
 type Store struct {
 	Rules, State, FiringsKV jetstream.KeyValue
-	sealer                *logstream.Sealer
+	sealer                  *logstream.Sealer
 }
 
 // Open returns the Store (EnsureBuckets first), sealing webhook secrets with the log streams' key.

@@ -174,7 +174,7 @@ func TestThresholdRuleFiresPerActorAcrossRestarts(t *testing.T) {
 	for range 4 {
 		e.emit(t, org, "user.login_failed", "user_a", nil)
 	}
-	e.emit(t, org, "user.signed_in", "user_a", nil)    // another action: no match
+	e.emit(t, org, "user.signed_in", "user_a", nil)       // another action: no match
 	e.emit(t, "org_other", "user.login_failed", "x", nil) // another organization
 	var bIDs []string
 	for range 5 {

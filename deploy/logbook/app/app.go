@@ -24,20 +24,22 @@ import (
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
-	"github.com/logbookhq/logbook/pkg/logstream"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/retention"
 	"github.com/logbookhq/logbook/pkg/schema"
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/wire"
+	alertapi "github.com/logbookhq/logbook/queryapi/alerts"
 	"github.com/logbookhq/logbook/queryapi/export"
 	"github.com/logbookhq/logbook/queryapi/logstreams"
 	"github.com/logbookhq/logbook/queryapi/organizations"
 	"github.com/logbookhq/logbook/queryapi/portal"
 	"github.com/logbookhq/logbook/queryapi/search"
 	"github.com/logbookhq/logbook/validator/worker"
+	"github.com/logbookhq/logbook/writer/alerts"
 	"github.com/logbookhq/logbook/writer/batcher"
 	shipping "github.com/logbookhq/logbook/writer/logstream"
+	"github.com/logbookhq/logbook/writer/outputs"
 	"github.com/logbookhq/logbook/writer/reconcile"
 )
 
@@ -66,6 +68,8 @@ type Config struct {
 	RetentionSweep time.Duration
 	// LogStreams tunes log-stream delivery.
 	LogStreams shipping.Config
+	// Alerts tunes alert evaluation and delivery.
+	Alerts alerts.Config
 }
 
 // ConfigFromEnv reads the LOGBOOK_* variables documented in the README.
@@ -93,6 +97,7 @@ func ConfigFromEnv(env *config.Env) Config {
 		RateLimit:      wire.RateLimitFromEnv(env),
 		RetentionSweep: env.Duration("LOGBOOK_RETENTION_SWEEP", time.Hour),
 		LogStreams:     shipping.ConfigFromEnv(env),
+		Alerts:         alerts.DefaultConfig(),
 	}
 }
 
@@ -176,22 +181,18 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	if err != nil {
 		return nil, err
 	}
-	streams, err := logstreams.Open(ctx, js, cfg.Limits.Replicas)
+	out, err := outputs.Open(ctx, js, a.store, outputs.Config{Replicas: cfg.Limits.Replicas,
+		LogStreams: cfg.LogStreams, Alerts: cfg.Alerts}, a.obs.reg, log)
 	if err != nil {
 		return nil, err
 	}
-	ships, err := shipping.NewManager(js, streams, a.store, cfg.LogStreams, log.With("service", "logstream"))
-	if err != nil {
-		return nil, err
-	}
-	a.obs.reg.MustRegister(shipping.NewCollector(js, streams, ships))
 	sweep := func(ctx context.Context) error {
 		organizations.Sweep(ctx, a.ret, a.store, cfg.RetentionSweep, log.With("service", "retention"))
 		return nil
 	}
 	wctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	for _, run := range []func(context.Context) error{val.Run, wr.Run, exp.Run, sweep, ships.Run} {
+	for _, run := range []func(context.Context) error{val.Run, wr.Run, exp.Run, sweep, out.Run} {
 		a.workers.Add(1)
 		go func() {
 			defer a.workers.Done()
@@ -216,7 +217,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	organizations.New(a.ret, a.store, log.With("service", "queryapi")).Register(g)
 	exp.Register(g)
 	reconcile.NewAPI(js, a.store).Register(g)
-	logstreams.New(js, streams, logstream.RawRecorder{Pub: js, NewID: logstreams.NewEventID}).Register(g)
+	logstreams.New(js, out.Streams, out.Recorder).Register(g)
+	alertapi.New(out.Rules, out.Streams, out.Recorder).Register(g)
 	exp.RegisterDownload(e)
 	links, err := portal.LoadLinks(ctx, js)
 	if err != nil {

@@ -122,3 +122,60 @@ func scrape(t *testing.T, a *App) string {
 	require.NoError(t, err)
 	return string(b)
 }
+
+// An alert rule made through the API fires on the fifth failed login by one actor within a minute,
+// delivers the firing to a signed webhook, lists it, and both the rule's creation and the firing
+// are on record in org_logbook.
+func TestAlertRuleEndToEnd(t *testing.T) {
+	a := startT(t)
+	c := a.client(t, testKey)
+	var mu sync.Mutex
+	var firings []map[string]any
+	var wh *standardwebhooks.Webhook
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		if wh == nil || wh.Verify(body, r.Header) != nil {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		var f map[string]any
+		require.NoError(t, json.Unmarshal(body, &f))
+		firings = append(firings, f)
+	}))
+	defer recv.Close()
+	r := c.do("POST", "/alert_rules", []byte(fmt.Sprintf(`{"organization_id":"org_al","name":"Brute force",
+		"match":{"actions":["user.login_failed"]},"threshold":{"count":5,"window_seconds":60,"group_by":"actor"},
+		"cooldown_seconds":600,"destination":{"type":"webhook","url":%q}}`, recv.URL)))
+	require.Equal(t, 201, r.status, "%s", r.raw)
+	secret := r.body["signing_secret"].(string)
+	mu.Lock()
+	wh, _ = standardwebhooks.NewWebhook(secret)
+	mu.Unlock()
+	id := r.body["id"].(string)
+	g := c.do("GET", "/alert_rules/"+id, nil)
+	assert.NotContains(t, string(g.raw), secret)
+
+	for i := range 5 {
+		b := eventBody("org_al", "user.login_failed", time.Now(), map[string]any{"i": i})
+		require.Equal(t, 200, c.do("POST", "/audit_logs/events", b).status)
+	}
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(firings) == 1 }, 30*time.Second, 20*time.Millisecond)
+	mu.Lock()
+	assert.Equal(t, id, firings[0]["rule_id"])
+	assert.Equal(t, "user:user_1", firings[0]["group"])
+	assert.Len(t, firings[0]["event_ids"], 5)
+	mu.Unlock()
+	require.Eventually(t, func() bool {
+		l := c.do("GET", "/alert_rules/"+id+"/firings", nil)
+		data, _ := l.body["data"].([]any)
+		return len(data) == 1 && data[0].(map[string]any)["delivered_at"] != nil
+	}, 10*time.Second, 20*time.Millisecond)
+	data := c.waitFor("org_logbook", 2)
+	var actions []string
+	for _, d := range data {
+		actions = append(actions, d.(map[string]any)["action"].(string))
+	}
+	assert.ElementsMatch(t, []string{"logbook.alert_rule.created", "logbook.alert.fired"}, actions)
+}

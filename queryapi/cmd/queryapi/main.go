@@ -21,6 +21,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/store/storemetrics"
 	"github.com/logbookhq/logbook/pkg/wire"
+	alertapi "github.com/logbookhq/logbook/queryapi/alerts"
 	"github.com/logbookhq/logbook/queryapi/export"
 	"github.com/logbookhq/logbook/queryapi/logstreams"
 	"github.com/logbookhq/logbook/queryapi/organizations"
@@ -88,7 +89,12 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	streams, err := logstreams.Open(ctx, js, int(env.Int("LOGBOOK_STREAM_REPLICAS", 1, 1, 5)))
+	replicas := int(env.Int("LOGBOOK_STREAM_REPLICAS", 1, 1, 5))
+	streams, err := logstreams.Open(ctx, js, replicas)
+	if err != nil {
+		return err
+	}
+	rules, err := alertapi.Open(ctx, js, replicas)
 	if err != nil {
 		return err
 	}
@@ -99,7 +105,9 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	organizations.New(ret, st, log).Register(g)
 	exp.Register(g)
 	exp.RegisterDownload(e)
-	logstreams.New(js, streams, logstream.RawRecorder{Pub: js, NewID: logstreams.NewEventID}).Register(g)
+	recorder := logstream.RawRecorder{Pub: js, NewID: logstreams.NewEventID}
+	logstreams.New(js, streams, recorder).Register(g)
+	alertapi.New(rules, streams, recorder).Register(g)
 	portal.New(links, search.New(st, ret), exp, pc, log).Register(e, g)
 	log.Info("listening", "addr", addr)
 	return wire.Serve(ctx, e, addr)

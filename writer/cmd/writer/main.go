@@ -12,14 +12,15 @@ import (
 
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
-	"github.com/logbookhq/logbook/pkg/logstream"
 	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/obs"
 	"github.com/logbookhq/logbook/pkg/retention"
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/store/storemetrics"
+	"github.com/logbookhq/logbook/writer/alerts"
 	"github.com/logbookhq/logbook/writer/batcher"
-	shipping "github.com/logbookhq/logbook/writer/logstream"
+	"github.com/logbookhq/logbook/writer/logstream"
+	"github.com/logbookhq/logbook/writer/outputs"
 )
 
 func main() {
@@ -66,22 +67,15 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 		return err
 	}
 	defer ret.Close()
-	// Log streams: this replica delivers the streams it holds a lease on.
-	if err := logstream.EnsureBucket(ctx, js, int(env.Int("LOGBOOK_STREAM_REPLICAS", 1, 1, 5))); err != nil {
-		return err
-	}
-	streams, err := logstream.Open(ctx, js)
+	// Beside the writer: log-stream delivery and alert rules, on the same valid stream.
+	out, err := outputs.Open(ctx, js, st, outputs.Config{Replicas: int(env.Int("LOGBOOK_STREAM_REPLICAS", 1, 1, 5)),
+		LogStreams: logstream.ConfigFromEnv(env), Alerts: alerts.DefaultConfig()}, adm.Registry, log)
 	if err != nil {
 		return err
 	}
-	ships, err := shipping.NewManager(js, streams, st, shipping.ConfigFromEnv(env), log.With("service", "logstream"))
-	if err != nil {
-		return err
-	}
-	adm.Registry.MustRegister(shipping.NewCollector(js, streams, ships))
-	shipped := make(chan struct{})
-	go func() { defer close(shipped); _ = ships.Run(ctx) }()
-	defer func() { <-shipped }()
+	outputsDone := make(chan struct{})
+	go func() { defer close(outputsDone); _ = out.Run(ctx) }()
+	defer func() { <-outputsDone }()
 	w, err := batcher.New(ctx, js, retention.Stamper{Store: st.Decorate(storemetrics.Decorator(adm.Registry, "writer")), Policies: ret}, cfg, log)
 	if err != nil {
 		return err

@@ -463,3 +463,55 @@ func Render(ctx context.Context, js jetstream.JetStream, st *logstream.Store, r 
 	}
 	return v, nil
 }
+
+// Viewer serves an organization's log streams read-only for the viewer portal: GET /log_streams
+// with the organization pinned by the portal (organization_id is required), each stream's name,
+// destination type, state, health and lag, without the destination's address or any secret.
+type Viewer struct{ api *API }
+
+// Viewer returns the portal's read-only view of a.
+func (a *API) Viewer() Viewer { return Viewer{api: a} }
+
+// Register adds GET /log_streams to g (the portal's viewer group).
+func (v Viewer) Register(g *echo.Group) { g.GET("/log_streams", v.list) }
+
+// ViewerStream is what the portal shows of a stream.
+type ViewerStream struct {
+	Object          string  `json:"object"`
+	ID              string  `json:"id"`
+	Name            string  `json:"name"`
+	Type            string  `json:"type"`
+	State           string  `json:"state"`
+	Health          string  `json:"health"`
+	Mode            string  `json:"mode"`
+	LagSeconds      float64 `json:"lag_seconds"`
+	LastDeliveredAt *string `json:"last_delivered_at"`
+	LastErrorAt     *string `json:"last_error_at"`
+	FailingSince    *string `json:"failing_since"`
+}
+
+func (v Viewer) list(c echo.Context) error {
+	org := c.QueryParam("organization_id")
+	if !event.ValidOrgID(org) {
+		return wire.Forbidden("forbidden", "An organization is required.")
+	}
+	ctx := c.Request().Context()
+	recs, err := v.api.st.List(ctx)
+	if err != nil {
+		return err
+	}
+	out := []ViewerStream{}
+	for _, r := range recs {
+		if r.OrganizationID != org {
+			continue
+		}
+		full, err := v.api.view(ctx, r)
+		if err != nil {
+			return err
+		}
+		out = append(out, ViewerStream{Object: "log_stream", ID: r.ID, Name: r.Name, Type: r.Destination.Type, State: r.State,
+			Health: full.Health, Mode: full.Mode, LagSeconds: full.Lag.Seconds, LastDeliveredAt: full.LastDelivered,
+			LastErrorAt: full.LastErrorAt, FailingSince: full.FailingSince})
+	}
+	return c.JSON(http.StatusOK, wire.NewList(out, "", ""))
+}

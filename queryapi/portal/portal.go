@@ -64,6 +64,7 @@ type Portal struct {
 	links   *Links
 	search  routes
 	exports *exportProxy // nil when this process serves no exports
+	also    []routes     // more read-only viewer routes (the organization's log streams)
 	cfg     Config
 	log     *slog.Logger
 }
@@ -76,6 +77,13 @@ func New(links *Links, search, exports routes, cfg Config, log *slog.Logger) *Po
 	if exports != nil {
 		p.exports = newExportProxy(exports, log)
 	}
+	return p
+}
+
+// Also adds read-only routes to the viewer API (under /portal/api, behind viewer tokens, the
+// organization pinned to the token's as for the events): the organization's log streams.
+func (p *Portal) Also(r routes) *Portal {
+	p.also = append(p.also, r)
 	return p
 }
 
@@ -99,6 +107,9 @@ func (p *Portal) Register(e *echo.Echo, keyed *echo.Group) {
 	v.POST("/exports", p.createExport)
 	v.GET("/exports/:id", p.getExport)
 	p.search.Register(v) // GET /portal/api/audit_logs/events[/:id]
+	for _, r := range p.also {
+		r.Register(v) // GET /portal/api/log_streams
+	}
 }
 
 type linkRequest struct {

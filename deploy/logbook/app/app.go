@@ -217,14 +217,15 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error
 	organizations.New(a.ret, a.store, log.With("service", "queryapi")).Register(g)
 	exp.Register(g)
 	reconcile.NewAPI(js, a.store).Register(g)
-	logstreams.New(js, out.Streams, out.Recorder).Register(g)
+	streamAPI := logstreams.New(js, out.Streams, out.Recorder)
+	streamAPI.Register(g)
 	alertapi.New(out.Rules, out.Streams, out.Recorder).Register(g)
 	exp.RegisterDownload(e)
 	links, err := portal.LoadLinks(ctx, js)
 	if err != nil {
 		return nil, err
 	}
-	portal.New(links, search.New(a.obs.queryStore, a.ret), exp, cfg.Portal, log.With("service", "portal")).Register(e, g)
+	portal.New(links, search.New(a.obs.queryStore, a.ret), exp, cfg.Portal, log.With("service", "portal")).Also(streamAPI.Viewer()).Register(e, g)
 	return a, a.serve(e, cfg.Addr)
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -93,6 +94,26 @@ func TestLogStreamEndToEnd(t *testing.T) {
 	assert.Contains(t, m, `logstream_delivered_events_total{log_stream="`+id+`"}`)
 	assert.Contains(t, m, `logstream_lag_seconds{log_stream="`+id+`"}`)
 	assert.Contains(t, m, `logstream_failing{log_stream="`+id+`"} 0`)
+
+	// The organization's viewer link shows the stream read-only (no address, no secret); another
+	// organization's link does not.
+	viewer := func(org string) response {
+		link := c.do("POST", "/portal/links", []byte(`{"organization_id":"`+org+`"}`))
+		require.Equal(t, 201, link.status)
+		u, err := url.Parse(link.body["url"].(string))
+		require.NoError(t, err)
+		return (&client{t: t, base: c.base, key: u.Query().Get("token")}).do("GET", "/portal/api/log_streams", nil)
+	}
+	v := viewer("org_ls")
+	require.Equal(t, 200, v.status, "%s", v.raw)
+	require.Len(t, v.body["data"], 1)
+	vs := v.body["data"].([]any)[0].(map[string]any)
+	assert.Equal(t, "SIEM", vs["name"])
+	assert.Equal(t, "http", vs["type"])
+	assert.Equal(t, "ok", vs["health"])
+	assert.NotContains(t, string(v.raw), recv.URL)
+	assert.NotContains(t, string(v.raw), "t0ken")
+	assert.Empty(t, viewer("org_other").body["data"])
 
 	l := c.do("GET", "/log_streams?organization_id=org_ls", nil)
 	require.Equal(t, 200, l.status)

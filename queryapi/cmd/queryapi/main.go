@@ -106,9 +106,10 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	exp.Register(g)
 	exp.RegisterDownload(e)
 	recorder := logstream.RawRecorder{Pub: js, NewID: logstreams.NewEventID}
-	logstreams.New(js, streams, recorder).Register(g)
+	streamAPI := logstreams.New(js, streams, recorder)
+	streamAPI.Register(g)
 	alertapi.New(rules, streams, recorder).Register(g)
-	portal.New(links, search.New(st, ret), exp, pc, log).Register(e, g)
+	portal.New(links, search.New(st, ret), exp, pc, log).Also(streamAPI.Viewer()).Register(e, g)
 	log.Info("listening", "addr", addr)
 	return wire.Serve(ctx, e, addr)
 }

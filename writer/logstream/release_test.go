@@ -77,7 +77,9 @@ func TestReleasedStreamCatchesUpFromClickHouse(t *testing.T) {
 		st := e.status(t, s.ID)
 		return st.Released && st.Mode == logstream.ModeCatchUp
 	}, waitFor, tick, "the stream is released")
-	assert.Empty(t, e.consumers(t, s.ID), "a released stream holds no consumer of the valid stream")
+	// The position is stored before the consumer goes (never the other way round).
+	require.Eventually(t, func() bool { return len(e.consumers(t, s.ID)) == 0 }, waitFor, tick,
+		"a released stream holds no consumer of the valid stream")
 	publish(30)
 	rc.restart()
 	require.Eventually(t, func() bool {

@@ -117,10 +117,13 @@ func (m *Manager) apply(ctx context.Context, e jetstream.KeyValueEntry) {
 			m.stopShipper(s)
 			m.releaseLease(id, s)
 		}
-		// The API deleted the consumers already; a replica that lost a race with a shipper's
-		// hand-over deletes any consumer created since.
+		// The API deleted the consumers and the status already; a shipper stopping just now may
+		// have created a consumer (a hand-over) or stored its status since: remove them again.
 		if err := logstream.DeleteConsumers(ctx, m.js, id, ""); err != nil {
 			m.log.Warn("failed to delete the consumers of a deleted log stream", "log_stream", id, "err", err)
+		}
+		if s != nil {
+			_ = m.st.KV().Purge(ctx, logstream.PrefixStatus+id)
 		}
 		return
 	}

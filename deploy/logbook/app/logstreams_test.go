@@ -200,3 +200,62 @@ func TestAlertRuleEndToEnd(t *testing.T) {
 	}
 	assert.ElementsMatch(t, []string{"logbook.alert_rule.created", "logbook.alert.fired"}, actions)
 }
+
+// The log stream and alert rule APIs refuse what they cannot do, naming the fields, and changes
+// keep secrets not sent again.
+func TestLogStreamAndRuleRefusals(t *testing.T) {
+	a := startT(t)
+	c := a.client(t, testKey)
+	fields := func(r response) []string {
+		var out []string
+		errs, _ := r.body["errors"].([]any)
+		for _, e := range errs {
+			out = append(out, e.(map[string]any)["field"].(string))
+		}
+		return out
+	}
+	r := c.do("POST", "/log_streams", []byte(`{"name":"x","destination":{"type":"splunk","url":"ftp://x"}}`))
+	require.Equal(t, 422, r.status, "%s", r.raw)
+	assert.ElementsMatch(t, []string{"destination.url", "destination.token"}, fields(r))
+	r = c.do("POST", "/log_streams", []byte(`{"name":"x","destination":{"type":"http","url":"http://x"},"extra":1}`))
+	assert.Equal(t, 400, r.status)
+	assert.Equal(t, 404, c.do("GET", "/log_streams/log_stream_nope", nil).status)
+	assert.Equal(t, 401, (&client{t: t, base: c.base}).do("GET", "/log_streams", nil).status)
+
+	r = c.do("POST", "/log_streams", []byte(`{"organization_id":"org_s","name":"splunk","destination":{"type":"splunk","url":"https://s:8088","token":"tok-1"}}`))
+	require.Equal(t, 201, r.status, "%s", r.raw)
+	id := r.body["id"].(string)
+	assert.NotContains(t, string(r.raw), "tok-1")
+	assert.Nil(t, r.body["signing_secret"])
+	r = c.do("PATCH", "/log_streams/"+id, []byte(`{"destination":{"type":"splunk","url":"https://s2:8088","index":"audit"}}`))
+	require.Equal(t, 200, r.status, "%s", r.raw)
+	assert.Equal(t, "https://s2:8088", r.body["destination"].(map[string]any)["url"])
+	r = c.do("PATCH", "/log_streams/"+id, []byte(`{"destination":{"type":"datadog","site":"datadoghq.eu"}}`))
+	assert.Equal(t, 422, r.status, "a new type needs its own secrets")
+	assert.Equal(t, []string{"destination.api_key"}, fields(r))
+	r = c.do("POST", "/log_streams/"+id+"/replay", []byte(`{"from":"2999-01-01T00:00:00Z"}`))
+	assert.Equal(t, 422, r.status)
+	r = c.do("POST", "/log_streams/"+id+"/replay", []byte(`{"from":"2026-01-01T00:00:00Z"}`))
+	assert.Equal(t, 202, r.status)
+
+	r = c.do("POST", "/alert_rules", []byte(`{"organization_id":"org_logbook","name":"x","match":{},
+		"threshold":{"count":1,"window_seconds":0,"group_by":"team"},"destination":{"type":"log_stream","log_stream_id":"log_stream_nope"}}`))
+	require.Equal(t, 422, r.status, "%s", r.raw)
+	assert.ElementsMatch(t, []string{"organization_id", "match", "threshold.count", "threshold.window_seconds", "threshold.group_by"}, fields(r))
+	r = c.do("POST", "/alert_rules", []byte(`{"organization_id":"org_s","name":"x","match":{"actions":["a.*"]},
+		"destination":{"type":"log_stream","log_stream_id":"log_stream_nope"}}`))
+	require.Equal(t, 422, r.status, "%s", r.raw)
+	assert.Equal(t, []string{"destination.log_stream_id"}, fields(r))
+	r = c.do("POST", "/alert_rules", []byte(`{"organization_id":"org_s","name":"x","match":{"actions":["a.*"]},
+		"destination":{"type":"log_stream","log_stream_id":"`+id+`"}}`))
+	require.Equal(t, 201, r.status, "%s", r.raw)
+	rule := r.body["id"].(string)
+	r = c.do("PATCH", "/alert_rules/"+rule, []byte(`{"organization_id":"org_t"}`))
+	assert.Equal(t, 422, r.status)
+	r = c.do("PATCH", "/alert_rules/"+rule, []byte(`{"state":"paused","cooldown_seconds":60}`))
+	require.Equal(t, 200, r.status, "%s", r.raw)
+	assert.Equal(t, "paused", r.body["state"])
+	assert.EqualValues(t, 60, r.body["cooldown_seconds"])
+	assert.Equal(t, 200, c.do("DELETE", "/alert_rules/"+rule, nil).status)
+	assert.Equal(t, 404, c.do("GET", "/alert_rules/"+rule, nil).status)
+}

@@ -89,6 +89,12 @@ func (e *env) startManagerConn(t *testing.T, cfg ls.Config) (stop, crash func())
 	require.NoError(t, err)
 	m, err := ls.NewManager(js, st, e.db, cfg, quietLog())
 	require.NoError(t, err)
+	stop = e.runManager(t, m)
+	return stop, func() { nc.Close(); stop() }
+}
+
+// runManager runs m until the returned stop is called (or the test ends).
+func (e *env) runManager(t *testing.T, m *ls.Manager) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -98,7 +104,7 @@ func (e *env) startManagerConn(t *testing.T, cfg ls.Config) (stop, crash func())
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)
-	return stop, func() { nc.Close(); stop() }
+	return stop
 }
 
 // createStream stores a stream as the API does.

@@ -150,6 +150,18 @@ func TestReplayFromTime(t *testing.T) {
 	_, rev, _ := e.st.PendingReplay(context.Background(), s.ID)
 	assert.Zero(t, rev, "the request is settled")
 	assert.Len(t, e.consumers(t, s.ID), 1, "the old consumer is gone")
+
+	// Deleting the stream deletes its consumer (the valid stream no longer keeps anything for it)
+	// and its status, and delivery stops.
+	require.NoError(t, e.st.Delete(context.Background(), s.ID))
+	require.Eventually(t, func() bool {
+		st, rev, err := e.st.Status(context.Background(), s.ID)
+		return err == nil && rev == 0 && st.Consumer == "" && len(e.consumers(t, s.ID)) == 0
+	}, waitFor, tick)
+	n := len(rc.distinct())
+	publishValid(t, e.js, newRecords(org, 5))
+	time.Sleep(300 * time.Millisecond)
+	assert.Len(t, rc.distinct(), n, "a deleted stream delivers nothing")
 }
 
 const cfgSkew = 2 * time.Second

@@ -48,6 +48,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	ec := export.DefaultConfig()
 	ec.PublicURL = env.BaseURL("LOGBOOK_PUBLIC_URL", "")
 	sweepEvery := env.Duration("LOGBOOK_RETENTION_SWEEP", time.Hour)
+	replicas := int(env.Int("LOGBOOK_STREAM_REPLICAS", 1, 1, 5))
 	st, err := store.ServerFromEnv(ctx, env)
 	if err != nil {
 		return err
@@ -89,7 +90,6 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	replicas := int(env.Int("LOGBOOK_STREAM_REPLICAS", 1, 1, 5))
 	streams, err := logstreams.Open(ctx, js, replicas)
 	if err != nil {
 		return err

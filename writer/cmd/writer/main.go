@@ -40,6 +40,8 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	cfg.MaxRows = int(env.Int("LOGBOOK_BATCH_ROWS", int64(cfg.MaxRows), 1, 1_000_000))
 	cfg.MaxWait = env.Duration("LOGBOOK_BATCH_WAIT", cfg.MaxWait)
 	adminAddr := env.Addr("LOGBOOK_ADMIN_ADDR", obs.DefaultAdminAddr)
+	out := outputs.Config{Replicas: int(env.Int("LOGBOOK_STREAM_REPLICAS", 1, 1, 5)),
+		LogStreams: logstream.ConfigFromEnv(env), Alerts: alerts.DefaultConfig()}
 	st, err := store.ServerFromEnv(ctx, env)
 	if err != nil {
 		return err
@@ -68,13 +70,12 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	}
 	defer ret.Close()
 	// Beside the writer: log-stream delivery and alert rules, on the same valid stream.
-	out, err := outputs.Open(ctx, js, st, outputs.Config{Replicas: int(env.Int("LOGBOOK_STREAM_REPLICAS", 1, 1, 5)),
-		LogStreams: logstream.ConfigFromEnv(env), Alerts: alerts.DefaultConfig()}, adm.Registry, log)
+	workers, err := outputs.Open(ctx, js, st, out, adm.Registry, log)
 	if err != nil {
 		return err
 	}
 	outputsDone := make(chan struct{})
-	go func() { defer close(outputsDone); _ = out.Run(ctx) }()
+	go func() { defer close(outputsDone); _ = workers.Run(ctx) }()
 	defer func() { <-outputsDone }()
 	w, err := batcher.New(ctx, js, retention.Stamper{Store: st.Decorate(storemetrics.Decorator(adm.Registry, "writer")), Policies: ret}, cfg, log)
 	if err != nil {

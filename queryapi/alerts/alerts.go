@@ -21,6 +21,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/logstream"
 	"github.com/logbookhq/logbook/pkg/wire"
+	"github.com/logbookhq/logbook/queryapi/logstreams"
 )
 
 // Actions recorded.
@@ -43,7 +44,25 @@ type API struct {
 	st      *alertrule.Store
 	streams *logstream.Store
 	rec     logstream.Recorder
+	access  logstreams.Access
 	now     func() time.Time
+}
+
+// UseAccess restricts callers with acc (as the log stream API does); call it before Register.
+func (a *API) UseAccess(acc logstreams.Access) { a.access = acc }
+
+func (a *API) allowed(ctx context.Context, org string) error {
+	if a.access.Org == nil {
+		return nil
+	}
+	return a.access.Org(ctx, org)
+}
+
+func guards(m echo.MiddlewareFunc) []echo.MiddlewareFunc {
+	if m == nil {
+		return nil
+	}
+	return []echo.MiddlewareFunc{m}
 }
 
 // New returns the API on st; log streams named as destinations are looked up in streams.
@@ -53,12 +72,13 @@ func New(st *alertrule.Store, streams *logstream.Store, rec logstream.Recorder) 
 
 // Register adds the routes to g (behind the API key).
 func (a *API) Register(g *echo.Group) {
-	g.POST("/alert_rules", a.create)
-	g.GET("/alert_rules", a.list)
-	g.GET("/alert_rules/:id", a.get)
-	g.PATCH("/alert_rules/:id", a.update)
-	g.DELETE("/alert_rules/:id", a.delete)
-	g.GET("/alert_rules/:id/firings", a.firings)
+	r, w := guards(a.access.Read), guards(a.access.Write)
+	g.POST("/alert_rules", a.create, w...)
+	g.GET("/alert_rules", a.list, r...)
+	g.GET("/alert_rules/:id", a.get, r...)
+	g.PATCH("/alert_rules/:id", a.update, w...)
+	g.DELETE("/alert_rules/:id", a.delete, w...)
+	g.GET("/alert_rules/:id/firings", a.firings, r...)
 }
 
 // body is a rule as sent: the rule's fields and the webhook's secret.
@@ -123,6 +143,9 @@ func (a *API) create(c echo.Context) error {
 	if err := a.check(c, &r, &sec); err != nil {
 		return err
 	}
+	if err := a.allowed(c.Request().Context(), r.OrganizationID); err != nil {
+		return err
+	}
 	if err := a.record(c, ActionCreated, &r); err != nil {
 		return err
 	}
@@ -140,11 +163,18 @@ func (a *API) check(c echo.Context, r *alertrule.Rule, sec *alertrule.Secrets) e
 		return invalid(err)
 	}
 	if r.Destination.Type == alertrule.DestLogStream {
-		if _, _, err := a.streams.Get(c.Request().Context(), r.Destination.LogStreamID); errors.Is(err, logstream.ErrNotFound) {
+		ls, _, err := a.streams.Get(c.Request().Context(), r.Destination.LogStreamID)
+		if errors.Is(err, logstream.ErrNotFound) {
 			return wire.Unprocessable("invalid_alert_rule", "Validation failed.",
 				[]logstream.FieldError{{Field: "destination.log_stream_id", Code: "no such log stream"}})
 		} else if err != nil {
 			return err
+		}
+		// A firing names the organization's events: it may go to that organization's stream, an
+		// environment-wide one or Logbook's own, never to another organization's.
+		if o := ls.OrganizationID; o != "" && o != r.OrganizationID && o != logstream.AuditOrg {
+			return wire.Unprocessable("invalid_alert_rule", "Validation failed.",
+				[]logstream.FieldError{{Field: "destination.log_stream_id", Code: "is another organization's log stream"}})
 		}
 	}
 	return nil
@@ -163,7 +193,7 @@ func (a *API) list(c echo.Context) error {
 	}
 	out := []*View{}
 	for _, r := range recs {
-		if org == "" || r.OrganizationID == org {
+		if (org == "" || r.OrganizationID == org) && a.allowed(c.Request().Context(), r.OrganizationID) == nil {
 			out = append(out, view(&r.Rule))
 		}
 	}
@@ -179,7 +209,13 @@ func (a *API) load(c echo.Context) (*alertrule.Record, uint64, error) {
 	if errors.Is(err, alertrule.ErrNotFound) {
 		return nil, 0, wire.NotFound("Alert rule not found: '" + id + "'.")
 	}
-	return r, rev, err
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := a.allowed(c.Request().Context(), r.OrganizationID); err != nil {
+		return nil, 0, err
+	}
+	return r, rev, nil
 }
 
 func (a *API) get(c echo.Context) error {

@@ -35,12 +35,42 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*logstream
 	return logstream.Open(ctx, js)
 }
 
+// Access is how the wiring restricts callers (the API keys' scopes and organizations). The zero
+// Access restricts nothing.
+type Access struct {
+	// Read and Write wrap the reading and the changing routes (scope checks such as
+	// wire.Need(apikey.ScopeAdmin): a stream sends an organization's whole trail elsewhere).
+	Read, Write echo.MiddlewareFunc
+	// Org answers an error (a *wire.Error) unless the caller may act for org; "" is an
+	// environment-wide stream (every organization).
+	Org func(ctx context.Context, org string) error
+}
+
 // API serves /log_streams. Safe for concurrent use.
 type API struct {
-	js  jetstream.JetStream
-	st  *logstream.Store
-	rec logstream.Recorder
-	now func() time.Time
+	js     jetstream.JetStream
+	st     *logstream.Store
+	rec    logstream.Recorder
+	access Access
+	now    func() time.Time
+}
+
+// UseAccess restricts callers with acc; call it before Register.
+func (a *API) UseAccess(acc Access) { a.access = acc }
+
+// allowed answers the Access error for org, nil when there is no Access.Org.
+func (a *API) allowed(ctx context.Context, org string) error {
+	if a.access.Org == nil {
+		return nil
+	}
+	return a.access.Org(ctx, org)
+}
+
+func routeGuards(m echo.MiddlewareFunc) []echo.MiddlewareFunc {
+	if m == nil {
+		return nil
+	}
+	return []echo.MiddlewareFunc{m}
 }
 
 // New returns the API on st, recording changes with rec.
@@ -50,14 +80,15 @@ func New(js jetstream.JetStream, st *logstream.Store, rec logstream.Recorder) *A
 
 // Register adds the routes to g (behind the API key).
 func (a *API) Register(g *echo.Group) {
-	g.POST("/log_streams", a.create)
-	g.GET("/log_streams", a.list)
-	g.GET("/log_streams/:id", a.get)
-	g.PATCH("/log_streams/:id", a.update)
-	g.POST("/log_streams/:id/pause", a.setState(logstream.StatePaused, logstream.ActionPaused))
-	g.POST("/log_streams/:id/resume", a.setState(logstream.StateActive, logstream.ActionResumed))
-	g.POST("/log_streams/:id/replay", a.replay)
-	g.DELETE("/log_streams/:id", a.delete)
+	r, w := routeGuards(a.access.Read), routeGuards(a.access.Write)
+	g.POST("/log_streams", a.create, w...)
+	g.GET("/log_streams", a.list, r...)
+	g.GET("/log_streams/:id", a.get, r...)
+	g.PATCH("/log_streams/:id", a.update, w...)
+	g.POST("/log_streams/:id/pause", a.setState(logstream.StatePaused, logstream.ActionPaused), w...)
+	g.POST("/log_streams/:id/resume", a.setState(logstream.StateActive, logstream.ActionResumed), w...)
+	g.POST("/log_streams/:id/replay", a.replay, w...)
+	g.DELETE("/log_streams/:id", a.delete, w...)
 }
 
 const maxBody = 64 << 10
@@ -147,6 +178,9 @@ func (a *API) create(c echo.Context) error {
 	if err := logstream.Validate(&s, &sec); err != nil {
 		return invalid(err)
 	}
+	if err := a.allowed(c.Request().Context(), s.OrganizationID); err != nil {
+		return err
+	}
 	if err := a.record(c, logstream.ActionCreated, &s, map[string]any{"destination_type": s.Destination.Type}); err != nil {
 		return err
 	}
@@ -180,8 +214,8 @@ func (a *API) list(c echo.Context) error {
 	}
 	out := []*View{}
 	for _, r := range recs {
-		if org != "" && r.OrganizationID != org {
-			continue
+		if (org != "" && r.OrganizationID != org) || a.allowed(c.Request().Context(), r.OrganizationID) != nil {
+			continue // another organization's, or one the caller may not see
 		}
 		v, err := a.view(c.Request().Context(), r)
 		if err != nil {
@@ -201,7 +235,13 @@ func (a *API) load(c echo.Context) (*logstream.Record, uint64, error) {
 	if errors.Is(err, logstream.ErrNotFound) {
 		return nil, 0, wire.NotFound("Log stream not found: '" + id + "'.")
 	}
-	return r, rev, err
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := a.allowed(c.Request().Context(), r.OrganizationID); err != nil {
+		return nil, 0, err
+	}
+	return r, rev, nil
 }
 
 func (a *API) get(c echo.Context) error {

@@ -27,7 +27,9 @@ import (
 const ActionFired = "logbook.alert.fired"
 
 // Deliverer sends firings to their rule's destination and records them. Every replica runs one;
-// a firing two replicas both send arrives twice with the same webhook-id (the firing id).
+// a firing two replicas both send arrives twice with the same webhook-id (the firing id). Each rule
+// has one queue, worked by one goroutine while it holds firings, oldest first: a rule whose
+// destination is down waits with its backlog and never delays another rule's firings.
 type Deliverer struct {
 	st      *alertrule.Store
 	streams *logstream.Store
@@ -36,15 +38,16 @@ type Deliverer struct {
 	log     *slog.Logger
 	client  *http.Client
 
-	mu      sync.Mutex
-	pending map[string]bool // firing keys being delivered
-	wg      sync.WaitGroup
+	mu     sync.Mutex
+	queued map[string]bool      // firing keys waiting or being delivered
+	queues map[string]*[]string // rule id → its waiting firing keys, oldest first
+	wg     sync.WaitGroup
 }
 
 // NewDeliverer returns a Deliverer of st's firings; log streams named by rules come from streams,
 // records go through rec.
 func NewDeliverer(st *alertrule.Store, streams *logstream.Store, rec logstream.Recorder, cfg Config, log *slog.Logger) *Deliverer {
-	return &Deliverer{st: st, streams: streams, rec: rec, cfg: cfg, log: log, pending: map[string]bool{},
+	return &Deliverer{st: st, streams: streams, rec: rec, cfg: cfg, log: log, queued: map[string]bool{}, queues: map[string]*[]string{},
 		client: &http.Client{Timeout: cfg.RequestTimeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 }
 
@@ -58,20 +61,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		if json.Unmarshal(en.Value(), &f) != nil || f.Delivered != nil {
 			return
 		}
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if d.pending[en.Key()] {
-			return
-		}
-		d.pending[en.Key()] = true
-		d.wg.Add(1)
-		go func(key string) {
-			defer d.wg.Done()
-			d.deliver(ctx, key)
-			d.mu.Lock()
-			delete(d.pending, key)
-			d.mu.Unlock()
-		}(en.Key())
+		d.enqueue(ctx, f.RuleID, en.Key())
 	})
 	if err != nil {
 		return err
@@ -80,6 +70,47 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	m.Stop()
 	d.wg.Wait()
 	return nil
+}
+
+// enqueue adds a firing to its rule's queue, starting the rule's worker if it is idle.
+func (d *Deliverer) enqueue(ctx context.Context, rule, key string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.queued[key] {
+		return
+	}
+	d.queued[key] = true
+	q, running := d.queues[rule]
+	if !running {
+		q = &[]string{}
+		d.queues[rule] = q
+	}
+	*q = append(*q, key)
+	if running {
+		return
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		for {
+			d.mu.Lock()
+			if len(*q) == 0 || ctx.Err() != nil {
+				delete(d.queues, rule)
+				for _, k := range *q {
+					delete(d.queued, k)
+				}
+				d.mu.Unlock()
+				return
+			}
+			next := (*q)[0]
+			*q = (*q)[1:]
+			d.mu.Unlock()
+			d.deliver(ctx, next)
+			d.mu.Lock()
+			delete(d.queued, next)
+			d.mu.Unlock()
+		}
+	}()
 }
 
 // deliver records and sends one firing, retrying until it is accepted or ctx ends.

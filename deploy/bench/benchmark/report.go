@@ -52,11 +52,6 @@ type Report struct {
 	Single   []SingleRow
 	E2E      *E2EResult
 	E2EMem   PhaseMem
-	// Alert and CatchUp are the alert-rule and log-stream phases.
-	Alert      *AlertResult
-	AlertMem   PhaseMem
-	CatchUp    *CatchUpResult
-	CatchUpMem PhaseMem
 	Sizes    []SizeRow
 	Rejected uint64
 	Profiles []Profile
@@ -70,6 +65,12 @@ type Report struct {
 
 	srv                *Server
 	busy0, self0, srv0 int64
+
+	// Alert and CatchUp are the alert-rule and log-stream phases.
+	Alert      *AlertResult
+	AlertMem   PhaseMem
+	CatchUp    *CatchUpResult
+	CatchUpMem PhaseMem
 }
 
 const clkTck = 100 // USER_HZ on Linux

@@ -35,8 +35,8 @@ type Config struct {
 	AlertDur    time.Duration // alert latency phase
 	AlertBg     float64       // its background load, events/s
 	CatchUpN    int           // backlog of the log-stream catch-up phase
-	Out         string // Markdown file the results go to ("-": none)
-	Dir         string // work directory (data, profiles); a fresh temp dir when empty
+	Out         string        // Markdown file the results go to ("-": none)
+	Dir         string        // work directory (data, profiles); a fresh temp dir when empty
 	Keep        bool
 	Profile     time.Duration // CPU profile length per profiled phase; 0: none
 	LibPath     string

@@ -15,9 +15,11 @@ CHDB_LIB ?= $(or $(LOGBOOK_CHDB_LIB),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/logb
 export LOGBOOK_CHDB_LIB := $(CHDB_LIB)
 SDK_NODE_DIR ?= $(or $(LOGBOOK_SDK_NODE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/logbook/sdk/node-11.0.0-8.13.0)
 export LOGBOOK_SDK_NODE_DIR := $(SDK_NODE_DIR)
+VERSITYGW ?= $(or $(LOGBOOK_VERSITYGW),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/logbook/versitygw/v1.8.0/versitygw)
+export LOGBOOK_VERSITYGW := $(VERSITYGW)
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: run test chaos libchdb sdk build vet bench clean
+.PHONY: run test chaos libchdb sdk versitygw build vet bench clean
 
 ## run: start Logbook in one process (embedded NATS + embedded ClickHouse, data in ./data)
 run: libchdb
@@ -29,7 +31,7 @@ run: libchdb
 ## suite (deploy/servertest under testcontainers: a ClickHouse server, the NATS image) is compiled
 ## with -tags docker only where `docker info` answers; whatever did not run is named after the
 ## summary (tests append it to the file LOGBOOK_NOT_RUN names), never skipped in silence.
-test: libchdb sdk
+test: libchdb sdk versitygw
 	@tags=$$(timeout 10 docker info >/dev/null 2>&1 && echo -tags=docker); \
 	notrun=$$(mktemp); status=0; \
 	echo go vet $$tags $(GO_PKGS) && go vet $$tags $(GO_PKGS) || exit $$?; \
@@ -66,6 +68,12 @@ $(CHDB_LIB):
 sdk: $(SDK_NODE_DIR)/.installed
 $(SDK_NODE_DIR)/.installed:
 	LOGBOOK_SDK_NODE_DIR=$(SDK_NODE_DIR) bash deploy/scripts/fetch-sdks.sh
+
+## versitygw: build versitygw (an S3-compatible server that checks SigV4) into the per-user cache,
+## once; the log-stream tests deliver S3 objects to it on loopback
+versitygw: $(VERSITYGW)
+$(VERSITYGW):
+	LOGBOOK_VERSITYGW=$(VERSITYGW) bash deploy/scripts/fetch-versitygw.sh
 
 ## build: the single-process binary, the four service binaries, the keys, schemas and redrive
 ## commands, and the nats-server version the project pins (to run the services on one machine:

@@ -78,6 +78,7 @@ type Portal struct {
 	search  routes
 	exports *exportProxy  // nil when this process serves no exports
 	limiter *wire.Limiter // per viewer link
+	also    []routes      // more read-only viewer routes (the organization's log streams)
 	cfg     Config
 	log     *slog.Logger
 	audit   auditor
@@ -104,6 +105,13 @@ func New(links *Links, search, exports routes, cfg Config, log *slog.Logger) *Po
 	return p
 }
 
+// Also adds read-only routes to the viewer API (under /portal/api, behind viewer tokens, the
+// organization pinned to the token's as for the events): the organization's log streams.
+func (p *Portal) Also(r routes) *Portal {
+	p.also = append(p.also, r)
+	return p
+}
+
 //go:embed assets
 var assets embed.FS
 
@@ -127,6 +135,9 @@ func (p *Portal) Register(e *echo.Echo, keyed *echo.Group) {
 	v.POST("/exports", p.createExport)
 	v.GET("/exports/:id", p.getExport)
 	p.search.Register(v) // GET /portal/api/audit_logs/events[/:id]
+	for _, r := range p.also {
+		r.Register(v) // GET /portal/api/log_streams
+	}
 }
 
 type linkRequest struct {

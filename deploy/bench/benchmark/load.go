@@ -202,6 +202,7 @@ type bulkAnswer struct {
 	Results    []struct {
 		Line   int    `json:"line"`
 		Status string `json:"status"`
+		ID     string `json:"id"`
 		Error  *struct {
 			Status int    `json:"status"`
 			Code   string `json:"code"`

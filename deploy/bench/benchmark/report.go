@@ -68,6 +68,12 @@ type Report struct {
 
 	srv                *Server
 	busy0, self0, srv0 int64
+
+	// Alert and CatchUp are the alert-rule and log-stream phases.
+	Alert      *AlertResult
+	AlertMem   PhaseMem
+	CatchUp    *CatchUpResult
+	CatchUpMem PhaseMem
 }
 
 const clkTck = 100 // USER_HZ on Linux
@@ -214,6 +220,21 @@ func (r *Report) Table() *Table {
 		res += fmt.Sprintf(")")
 		t.Add(fmt.Sprintf("End to end: 2xx → visible in search, under %s background", FormatRate(e.Background.Rate(), "events")),
 			res, "", "", "", mem(r.E2EMem))
+	}
+	if a := r.Alert; a != nil {
+		res := latencies(a.Lat, 50, 99) + fmt.Sprintf(" (%d alerts", a.Probes)
+		if a.Unseen > 0 {
+			res += fmt.Sprintf(", **%d never delivered**", a.Unseen)
+		}
+		res += ")"
+		p99 := Percentile(a.Lat, 99)
+		t.Add(fmt.Sprintf("Alert: 2xx of the triggering event → firing at a webhook, under %s background", FormatRate(a.Background.Rate(), "events")),
+			res, "", "", "p99 ≤ 2 s: "+verdict(p99 > 0 && p99 <= 2*time.Second && a.Unseen == 0, ""), mem(r.AlertMem))
+	}
+	if cu := r.CatchUp; cu != nil {
+		t.Add(fmt.Sprintf("Log stream catch-up: a backlog of %s delivered to an HTTP endpoint after an outage", FormatCount(int64(cu.Events))),
+			fmt.Sprintf("%s (%d requests in %s; first delivery %s after the endpoint returned)", FormatRate(cu.Rate(), "events"),
+				cu.Requests, cu.Drain.Round(10*time.Millisecond), cu.FirstAfter.Round(10*time.Millisecond)), "", "", "", mem(r.CatchUpMem))
 	}
 	for _, s := range r.Sizes {
 		b := s.Bulk

@@ -32,8 +32,11 @@ type Config struct {
 	SearchN     int
 	Senders     int
 	Lines       int
-	Out         string // Markdown file the results go to ("-": none)
-	Dir         string // work directory (data, profiles); a fresh temp dir when empty
+	AlertDur    time.Duration // alert latency phase
+	AlertBg     float64       // its background load, events/s
+	CatchUpN    int           // backlog of the log-stream catch-up phase
+	Out         string        // Markdown file the results go to ("-": none)
+	Dir         string        // work directory (data, profiles); a fresh temp dir when empty
 	Keep        bool
 	Profile     time.Duration // CPU profile length per profiled phase; 0: none
 	LibPath     string
@@ -58,6 +61,9 @@ func ParseFlags(args []string) (*Config, error) {
 	dir := fs.String("dir", "", "work directory for data and profiles (default: a fresh temp dir, removed afterwards)")
 	keep := fs.Bool("keep", false, "keep the work directory")
 	profile := fs.Duration("profile", 10*time.Second, "CPU profile of Logbook per profiled phase (0: none)")
+	alertDur := fs.Duration("alert", 0, "duration of the alert latency phase (default 30s; quick 10s)")
+	alertBg := fs.Float64("alert-bg", 1000, "background load of the alert latency phase, events/s")
+	catchUp := fs.Int("catch-up", 0, "backlog of the log-stream catch-up phase (default 200000; quick 20000)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -75,6 +81,10 @@ func ParseFlags(args []string) (*Config, error) {
 	c.Step = pick(*step, 10*time.Second, 3*time.Second)
 	c.E2E = pick(*e2e, 15*time.Second, 5*time.Second)
 	c.CeilingDur = pick(*ceil, 10*time.Second, 3*time.Second)
+	c.AlertDur, c.AlertBg, c.CatchUpN = pick(*alertDur, 30*time.Second, 10*time.Second), *alertBg, *catchUp
+	if c.CatchUpN <= 0 {
+		c.CatchUpN = map[bool]int{false: 200_000, true: 20_000}[c.Quick]
+	}
 	c.InsertRows, c.SearchN = *insertRows, *searchN
 	if c.InsertRows <= 0 {
 		c.InsertRows = map[bool]int64{false: 500_000, true: 50_000}[c.Quick]
@@ -255,6 +265,35 @@ func Run(ctx context.Context, cfg *Config) (err error) {
 	if _, err := srv.WaitDrained(ctx, 200*time.Millisecond, 5*time.Minute); err != nil {
 		return err
 	}
+
+	// Alert rules: 2xx of a triggering event → the firing at a webhook, under background load.
+	progress("alert latency: %s under %.0f events/s", cfg.AlertDur, cfg.AlertBg)
+	rep.AlertMem, err = phase("alert latency", func() error {
+		var err error
+		rep.Alert, err = cl.AlertLatency(ctx, bodies, cfg.AlertBg, 32, cfg.AlertDur)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	progress("  p50 %s, p99 %s (%d probes, %d unseen; background %.0f events/s)", FormatDuration(Percentile(rep.Alert.Lat, 50)),
+		FormatDuration(Percentile(rep.Alert.Lat, 99)), rep.Alert.Probes, rep.Alert.Unseen, rep.Alert.Background.Rate())
+	if _, err := srv.WaitDrained(ctx, 200*time.Millisecond, 5*time.Minute); err != nil {
+		return err
+	}
+
+	// Log streams: one stream catching up on a backlog after its destination was down.
+	progress("log stream catch-up: %d events", cfg.CatchUpN)
+	rep.CatchUpMem, err = phase("log stream catch-up", func() error {
+		var err error
+		rep.CatchUp, err = cl.CatchUp(ctx, cfg.CatchUpN)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	progress("  %.0f events/s (%d requests; first delivery %s after the destination came back)", rep.CatchUp.Rate(),
+		rep.CatchUp.Requests, rep.CatchUp.FirstAfter.Round(time.Millisecond))
 
 	// Data set: load through bulk ingest, then search and export at each size.
 	perOrg := map[string]int64{}

@@ -91,6 +91,7 @@ func StartServer(ctx context.Context, bin, dataDir string, streamBytes int64) (*
 		"LOGBOOK_RATE_LIMIT=0", // per-key limiting off: one key drives all the load
 		"LOGBOOK_STREAM_MAX_BYTES="+strconv.FormatInt(streamBytes, 10),
 		"LOGBOOK_LOG_LEVEL=warn",
+		"LOGBOOK_LOG_STREAM_RETRY_MAX=2s", // the catch-up phase measures delivery, not a long backoff
 	)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.cmd.Start(); err != nil {

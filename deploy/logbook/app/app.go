@@ -39,13 +39,18 @@ import (
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/wire"
 	"github.com/logbookhq/logbook/queryapi/apikeys"
+	alertapi "github.com/logbookhq/logbook/queryapi/alerts"
 	"github.com/logbookhq/logbook/queryapi/export"
+	"github.com/logbookhq/logbook/queryapi/logstreams"
 	"github.com/logbookhq/logbook/queryapi/organizations"
 	"github.com/logbookhq/logbook/queryapi/portal"
 	"github.com/logbookhq/logbook/queryapi/search"
 	"github.com/logbookhq/logbook/validator/redrive"
 	"github.com/logbookhq/logbook/validator/worker"
+	"github.com/logbookhq/logbook/writer/alerts"
 	"github.com/logbookhq/logbook/writer/batcher"
+	shipping "github.com/logbookhq/logbook/writer/logstream"
+	"github.com/logbookhq/logbook/writer/outputs"
 	"github.com/logbookhq/logbook/writer/reconcile"
 )
 
@@ -103,6 +108,10 @@ type Config struct {
 	// (store.StopMerges), so duplicate checks cannot be fooled by a merge. For tests only; the
 	// binary sets it from the failpoint store-stop-merges (LOGBOOK_FAILPOINTS=store-stop-merges=value:on).
 	StopMerges bool
+	// LogStreams tunes log-stream delivery.
+	LogStreams shipping.Config
+	// Alerts tunes alert evaluation and delivery.
+	Alerts alerts.Config
 }
 
 // ConfigFromEnv reads the LOGBOOK_* variables documented in the README.
@@ -139,6 +148,8 @@ func ConfigFromEnv(env *config.Env) Config {
 		BacklogAfter:   env.Duration("LOGBOOK_BACKLOG_DEGRADED_AFTER", obs.DefaultBacklogDegradedAfter),
 		Writers:        int(env.Int("LOGBOOK_WRITERS", 1, 1, 16)),
 		StopMerges:     failpoint.Value("store-stop-merges") != "",
+		LogStreams:     shipping.ConfigFromEnv(env),
+		Alerts:         alerts.DefaultConfig(),
 	}
 }
 
@@ -269,6 +280,13 @@ func (a *App) start(ctx context.Context, cfg Config) (err error) {
 		runs = append(runs, val.Run)
 	}
 	if roles.Writer {
+		// Beside the writer: log-stream delivery and alert rules, on the same valid stream.
+		out, err := outputs.Open(ctx, js, a.store, outputs.Config{Replicas: cfg.Limits.Replicas,
+			LogStreams: cfg.LogStreams, Alerts: cfg.Alerts}, a.obs.reg, log)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, out.Run)
 		for i := range max(cfg.Writers, 1) {
 			wr, err := batcher.New(ctx, js, a.obs.writerStore, cfg.Writer, log.With("service", "writer", "writer", i))
 			if err != nil {
@@ -360,9 +378,24 @@ func (a *App) start(ctx context.Context, cfg Config) (err error) {
 		if err != nil {
 			return err
 		}
+		streams, err := logstreams.Open(ctx, js, cfg.Limits.Replicas)
+		if err != nil {
+			return err
+		}
+		rules, err := alertapi.Open(ctx, js, cfg.Limits.Replicas)
+		if err != nil {
+			return err
+		}
+		recorder := logstreams.Audited(audit)
+		streamAPI := logstreams.New(js, streams, recorder)
+		streamAPI.UseAccess(logstreams.KeyAccess())
+		streamAPI.Register(g)
+		rulesAPI := alertapi.New(rules, streams, recorder)
+		rulesAPI.UseAccess(logstreams.KeyAccess())
+		rulesAPI.Register(g)
 		viewer := portal.New(links, search.New(a.obs.queryStore, a.ret).ReadsOwnWrites(stored), exp, cfg.Portal, log.With("service", "portal"))
 		viewer.UseAudit(audit)
-		viewer.Register(e, g)
+		viewer.Also(streamAPI.Viewer()).Register(e, g)
 	}
 	return a.serve(e, cfg.Addr, cfg.HTTP)
 }

@@ -25,7 +25,9 @@ import (
 	"github.com/logbookhq/logbook/pkg/store/storemetrics"
 	"github.com/logbookhq/logbook/pkg/wire"
 	"github.com/logbookhq/logbook/queryapi/apikeys"
+	alertapi "github.com/logbookhq/logbook/queryapi/alerts"
 	"github.com/logbookhq/logbook/queryapi/export"
+	"github.com/logbookhq/logbook/queryapi/logstreams"
 	"github.com/logbookhq/logbook/queryapi/organizations"
 	"github.com/logbookhq/logbook/queryapi/portal"
 	"github.com/logbookhq/logbook/queryapi/search"
@@ -56,6 +58,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	sweepEvery := env.Duration("LOGBOOK_RETENTION_SWEEP", time.Hour)
 	presetKey := apikey.PresetFromEnv(env)
 	reads := store.ReadLimitsFromEnv(env)
+	replicas := int(env.Int("LOGBOOK_STREAM_REPLICAS", 1, 1, 5))
 	st, err := store.ServerFromEnv(ctx, env)
 	if err != nil {
 		return err
@@ -112,6 +115,14 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	streams, err := logstreams.Open(ctx, js, replicas)
+	if err != nil {
+		return err
+	}
+	rules, err := alertapi.Open(ctx, js, replicas)
+	if err != nil {
+		return err
+	}
 	e := wire.NewServer(log)
 	e.Use(obs.HTTP(adm.Registry, "queryapi"))
 	g := e.Group("", wire.Auth(keys), wire.RateLimit(wire.NewLimiter(limits)))
@@ -125,10 +136,17 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	exp.RegisterDownload(e)
 	viewer := portal.New(links, search.New(st, ret).ReadsOwnWrites(stored), exp, pc, log)
 	viewer.UseAudit(audit)
-	viewer.Register(e, g)
 	keyAdmin := apikeys.New(keyStore, audit)
 	keyAdmin.UseLocal(keys)
 	apikeys.NewAPI(keyAdmin, log).Register(g)
+	recorder := logstreams.Audited(audit)
+	streamAPI := logstreams.New(js, streams, recorder)
+	streamAPI.UseAccess(logstreams.KeyAccess())
+	streamAPI.Register(g)
+	rulesAPI := alertapi.New(rules, streams, recorder)
+	rulesAPI.UseAccess(logstreams.KeyAccess())
+	rulesAPI.Register(g)
+	viewer.Also(streamAPI.Viewer()).Register(e, g)
 	log.Info("listening", "addr", addr)
 	return wire.Serve(ctx, e, addr, httpc)
 }

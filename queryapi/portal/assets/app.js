@@ -211,6 +211,33 @@
     }
   }
 
+  // The organization's log streams and their health, read-only (shown only when there are some).
+  function fmtLag(s) {
+    if (!s) return 'up to date';
+    if (s < 120) return Math.round(s) + ' s';
+    if (s < 7200) return Math.round(s / 60) + ' min';
+    return Math.round(s / 3600) + ' h';
+  }
+
+  async function loadStreams() {
+    let list;
+    try { list = await call('/log_streams'); } catch (_) { return; }
+    const rows = $('streams-table').tBodies[0];
+    rows.replaceChildren();
+    for (const s of list.data || []) {
+      const health = el('span', { className: 'health health-' + s.health, textContent: s.health });
+      rows.append(el('tr', null,
+        el('td', { textContent: s.name }),
+        el('td', { textContent: s.type }),
+        el('td', { textContent: s.state + (s.mode === 'catch_up' ? ' (catching up)' : '') }),
+        el('td', null, health),
+        el('td', { textContent: fmtLag(s.lag_seconds) }),
+        el('td', { textContent: s.last_delivered_at ? fmtTime(s.last_delivered_at) : '—' }),
+        el('td', { textContent: s.last_error_at ? fmtTime(s.last_error_at) : '—' })));
+    }
+    $('streams').hidden = rows.children.length === 0;
+  }
+
   function init() {
     $('filters').addEventListener('submit', (e) => {
       e.preventDefault();
@@ -241,6 +268,7 @@
       if (!s.exports) $('export').hidden = true;
     }).catch(showError);
     load(true);
+    loadStreams();
   }
 
   document.addEventListener('DOMContentLoaded', init);

@@ -18,7 +18,10 @@ import (
 	"github.com/logbookhq/logbook/pkg/retention"
 	"github.com/logbookhq/logbook/pkg/store"
 	"github.com/logbookhq/logbook/pkg/store/storemetrics"
+	"github.com/logbookhq/logbook/writer/alerts"
 	"github.com/logbookhq/logbook/writer/batcher"
+	"github.com/logbookhq/logbook/writer/logstream"
+	"github.com/logbookhq/logbook/writer/outputs"
 )
 
 func main() {
@@ -44,6 +47,8 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	cfg.MaxWait = env.Duration("LOGBOOK_BATCH_WAIT", cfg.MaxWait)
 	backlogAfter := env.Duration("LOGBOOK_BACKLOG_DEGRADED_AFTER", obs.DefaultBacklogDegradedAfter)
 	adminAddr := env.Addr("LOGBOOK_ADMIN_ADDR", obs.DefaultAdminAddr)
+	out := outputs.Config{Replicas: int(env.Int("LOGBOOK_STREAM_REPLICAS", 1, 1, 5)),
+		LogStreams: logstream.ConfigFromEnv(env), Alerts: alerts.DefaultConfig()}
 	st, err := store.ServerFromEnv(ctx, env)
 	if err != nil {
 		return err
@@ -72,6 +77,14 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 		return err
 	}
 	defer ret.Close()
+	// Beside the writer: log-stream delivery and alert rules, on the same valid stream.
+	workers, err := outputs.Open(ctx, js, st, out, adm.Registry, log)
+	if err != nil {
+		return err
+	}
+	outputsDone := make(chan struct{})
+	go func() { defer close(outputsDone); _ = workers.Run(ctx) }()
+	defer func() { <-outputsDone }()
 	w, err := batcher.New(ctx, js, st.Decorate(storemetrics.Decorator(adm.Registry, "writer")), cfg, log)
 	if err != nil {
 		return err

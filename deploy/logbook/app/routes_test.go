@@ -36,6 +36,20 @@ var routeScopes = map[string]string{
 	"DELETE /admin/keys/:name":                                                    string(apikey.ScopeAdmin),
 	"GET /admin/reconcile":                                                        string(apikey.ScopeAdmin),
 	"POST /admin/rejected/redrive":                                                string(apikey.ScopeAdmin),
+	"DELETE /alert_rules/:id":                                                     string(apikey.ScopeAdmin),
+	"DELETE /log_streams/:id":                                                     string(apikey.ScopeAdmin),
+	"GET /alert_rules":                                                            string(apikey.ScopeAdmin),
+	"GET /alert_rules/:id":                                                        string(apikey.ScopeAdmin),
+	"GET /alert_rules/:id/firings":                                                string(apikey.ScopeAdmin),
+	"GET /log_streams":                                                            string(apikey.ScopeAdmin),
+	"GET /log_streams/:id":                                                        string(apikey.ScopeAdmin),
+	"PATCH /alert_rules/:id":                                                      string(apikey.ScopeAdmin),
+	"PATCH /log_streams/:id":                                                      string(apikey.ScopeAdmin),
+	"POST /alert_rules":                                                           string(apikey.ScopeAdmin),
+	"POST /log_streams":                                                           string(apikey.ScopeAdmin),
+	"POST /log_streams/:id/pause":                                                 string(apikey.ScopeAdmin),
+	"POST /log_streams/:id/replay":                                                string(apikey.ScopeAdmin),
+	"POST /log_streams/:id/resume":                                                string(apikey.ScopeAdmin),
 
 	"GET /healthz":                          "public",
 	"GET /readyz":                           "public",
@@ -49,6 +63,7 @@ var routeScopes = map[string]string{
 	"GET /portal/api/audit_logs/events/:id": "viewer",
 	"POST /portal/api/exports":              "viewer",
 	"GET /portal/api/exports/:id":           "viewer",
+	"GET /portal/api/log_streams":           "viewer",
 }
 
 // concrete fills a route template's parameters.

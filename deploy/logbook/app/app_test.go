@@ -126,6 +126,27 @@ func (c *client) waitFor(org string, n int) []any {
 	return data
 }
 
+// waitForActions waits until org (Logbook's own org_logbook) holds exactly want among its events
+// whose action starts with prefix, and returns those actions: other records (the start-up's key,
+// viewer links) are left out.
+func (c *client) waitForActions(org, prefix string, want int) []string {
+	c.t.Helper()
+	var actions []string
+	require.Eventually(c.t, func() bool {
+		r := c.list("organization_id=" + org + "&limit=1000")
+		data, _ := r.body["data"].([]any)
+		actions = actions[:0]
+		for _, d := range data {
+			if a, _ := d.(map[string]any)["action"].(string); strings.HasPrefix(a, prefix) {
+				actions = append(actions, a)
+			}
+		}
+		return len(actions) >= want
+	}, 20*time.Second, 20*time.Millisecond, "records never became visible")
+	require.Len(c.t, actions, want)
+	return actions
+}
+
 func TestEmitAndList(t *testing.T) {
 	a := startT(t)
 	c := a.client(t, testKey)

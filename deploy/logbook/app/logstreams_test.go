@@ -126,11 +126,7 @@ func TestLogStreamEndToEnd(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond, "a deleted stream leaves /metrics")
 
 	// Every change is on record in Logbook's own organization.
-	data := c.waitFor("org_logbook", 4)
-	var actions []string
-	for _, d := range data {
-		actions = append(actions, d.(map[string]any)["action"].(string))
-	}
+	actions := c.waitForActions("org_logbook", "logbook.log_stream.", 4)
 	assert.ElementsMatch(t, []string{"logbook.log_stream.created", "logbook.log_stream.paused",
 		"logbook.log_stream.resumed", "logbook.log_stream.deleted"}, actions)
 }
@@ -193,11 +189,7 @@ func TestAlertRuleEndToEnd(t *testing.T) {
 		data, _ := l.body["data"].([]any)
 		return len(data) == 1 && data[0].(map[string]any)["delivered_at"] != nil
 	}, 10*time.Second, 20*time.Millisecond)
-	data := c.waitFor("org_logbook", 2)
-	var actions []string
-	for _, d := range data {
-		actions = append(actions, d.(map[string]any)["action"].(string))
-	}
+	actions := c.waitForActions("org_logbook", "logbook.alert", 2)
 	assert.ElementsMatch(t, []string{"logbook.alert_rule.created", "logbook.alert.fired"}, actions)
 }
 

@@ -12,12 +12,15 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/logbookhq/logbook/deploy/logbook/proc"
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/natsx"
 )
 
 const (
@@ -70,6 +73,8 @@ type deployment struct {
 	storage    *service
 	storageDir string
 	ingests    []*service
+
+	mu         sync.Mutex
 	validators []*service
 }
 
@@ -115,6 +120,8 @@ func deploy(t *testing.T, c *natsCluster) *deployment {
 func (d *deployment) addValidator(t *testing.T) *service {
 	t.Helper()
 	admin := proc.FreeAddr(t)
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	v := &service{ready: "http://" + admin + "/readyz", Process: proc.Start(t,
 		fmt.Sprintf("validator-%d", len(d.validators)), bins["validator"], nil, d.env("LOGBOOK_ADMIN_ADDR="+admin))}
 	d.validators = append(d.validators, v)
@@ -123,6 +130,8 @@ func (d *deployment) addValidator(t *testing.T) *service {
 
 // running returns the validators that have not been stopped.
 func (d *deployment) running() []*service {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	var out []*service
 	for _, v := range d.validators {
 		if !v.Exited() {
@@ -137,7 +146,7 @@ func (d *deployment) all() []*service {
 }
 
 // TestCluster is `make cluster` (LOGBOOK_CLUSTER=1; LOGBOOK_CLUSTER_DURATION, default 2m, at most
-// 4m, is how long the producers run; each fault gets a share of it). It prints a table of the
+// 3m, is how long the producers run; each fault gets a share of it). It prints a table of the
 // phases (acknowledged events per second under each fault) and per organization sent, acked,
 // stored, lost and duplicated, and fails on any loss, duplicate or event stored that was never
 // sent.
@@ -147,7 +156,7 @@ func TestCluster(t *testing.T) {
 	}
 	duration := 2 * time.Minute
 	if d, err := time.ParseDuration(os.Getenv("LOGBOOK_CLUSTER_DURATION")); err == nil && d > 0 {
-		duration = min(d, 4*time.Minute)
+		duration = min(d, 3*time.Minute)
 	}
 	dwell := duration / 12 // twelve stretches of load: steady, nine under or after faults, two scaled
 	orgs := []string{"org_cluster_a", "org_cluster_b", "org_cluster_c"}
@@ -162,6 +171,8 @@ func TestCluster(t *testing.T) {
 	t.Logf("NATS %s; storage %s; ingest %s, %s", c.URLs, d.storage.addr, d.ingests[0].addr, d.ingests[1].addr)
 
 	l := startLoad([]string{d.ingests[0].addr, d.ingests[1].addr}, orgs)
+	stopWatch := make(chan struct{})
+	watching := watch(d, l, stopWatch)
 	time.Sleep(dwell)
 
 	// SIGKILL the raw stream's leader, then restart it on its data.
@@ -238,6 +249,7 @@ func TestCluster(t *testing.T) {
 		c.moveLeader(t, s, cutNode.name)
 	}
 	l.begin("cut " + cutNode.name + " off (leader of both streams)")
+	l.note("clients of %s: %s", cutNode.name, clients(cutNode))
 	if c.cut != nil {
 		if err := c.cut.Cut(); err != nil {
 			t.Fatal(err)
@@ -245,6 +257,19 @@ func TestCluster(t *testing.T) {
 	} else {
 		freeze(t, cutNode.Process, true)
 	}
+	// Every service, those connected to the cut node included, is ready again while the cut
+	// lasts: the other two nodes elect new leaders, and a client on the cut node notices that it
+	// stopped answering (natsx.StaleAfter) and moves to another.
+	cutAt := time.Now()
+	for _, s := range d.all() {
+		for proc.Status(s.ready) != http.StatusOK {
+			if time.Since(cutAt) > natsx.StaleAfter+time.Minute {
+				t.Fatalf("%s is not ready %s into the cut: it never left the cut node", s.Name, time.Since(cutAt).Round(time.Second))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	l.note("every service ready again")
 	time.Sleep(dwell)
 	l.begin("heal the cut")
 	if c.cut != nil {
@@ -258,6 +283,8 @@ func TestCluster(t *testing.T) {
 	c.waitCurrent(t, 2*time.Minute)
 	l.begin("after the faults")
 	time.Sleep(dwell)
+	close(stopWatch)
+	watching.Wait()
 	l.finish()
 
 	// Every process is still up and ready.
@@ -337,10 +364,22 @@ func report(t *testing.T, l *load, counts map[string]map[int]int, rows map[strin
 	fmt.Fprintf(&b, "make cluster: 3 nats-server nodes (R3), 2 ingest, 2 validator (scaled to 4, then 1), 1 storage node; %d producers, %s of load\n",
 		producers, duration)
 	fmt.Fprintf(&b, "cut: %s\n\n", cutHow)
-	fmt.Fprintf(&b, "%-52s %8s %8s %8s %10s\n", "phase", "seconds", "acked", "failed", "acked/s")
+	fmt.Fprintf(&b, "%-52s %8s %8s %8s %10s   %s\n", "phase", "seconds", "acked", "failed", "acked/s", "by ingest-0 / -1")
 	for _, p := range l.phases {
 		secs := p.end.Sub(p.start).Seconds()
-		fmt.Fprintf(&b, "%-52s %8.1f %8d %8d %10.0f\n", p.name, secs, p.acked, p.failed, float64(p.acked)/max(secs, 0.001))
+		fmt.Fprintf(&b, "%-52s %8.1f %8d %8d %10.0f   %d / %d\n", p.name, secs, p.acked, p.failed,
+			float64(p.acked)/max(secs, 0.001), p.ackedBy[0], p.ackedBy[1])
+		if p.failed > 0 {
+			var f []string
+			for code, k := range p.failures {
+				f = append(f, fmt.Sprintf("%s ×%d", statusText(code), k))
+			}
+			sort.Strings(f)
+			fmt.Fprintf(&b, "    failed attempts: %s\n", strings.Join(f, ", "))
+		}
+		for _, n := range p.notes {
+			fmt.Fprintf(&b, "    %s\n", n)
+		}
 	}
 	fmt.Fprintf(&b, "\n%-16s %8s %8s %8s %6s %11s %7s\n", "organization", "sent", "acked", "stored", "lost", "duplicated", "unsent")
 	var problems []string

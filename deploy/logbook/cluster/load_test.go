@@ -48,6 +48,9 @@ type phase struct {
 	name          string
 	start, end    time.Time
 	acked, failed int
+	ackedBy       [2]int      // acknowledged by each ingest process
+	failures      map[int]int // failed attempts by status (0: no answer)
+	notes         []string
 }
 
 // load is the producers: they post events of several organizations over the ingest processes,
@@ -102,14 +105,17 @@ func startLoad(ingests, orgs []string) *load {
 // send posts event n of org up to attempts times, on the next ingest process each time.
 func (l *load) send(org string, n, attempts int) bool {
 	for a := range attempts {
-		code := emit(l.ingests[(n+a)%len(l.ingests)], org, n)
+		i := (n + a) % len(l.ingests)
+		code := emit(l.ingests[i], org, n)
 		l.mu.Lock()
 		p := l.phases[len(l.phases)-1]
 		if code == http.StatusOK {
 			l.acked[org][n] = true
 			p.acked++
+			p.ackedBy[i]++
 		} else {
 			p.failed++
+			p.failures[code]++
 		}
 		l.mu.Unlock()
 		if code == http.StatusOK {
@@ -128,7 +134,15 @@ func (l *load) begin(name string) {
 	if len(l.phases) > 0 {
 		l.phases[len(l.phases)-1].end = now
 	}
-	l.phases = append(l.phases, &phase{name: name, start: now})
+	l.phases = append(l.phases, &phase{name: name, start: now, failures: map[int]int{}})
+}
+
+// note adds a remark to the current phase (printed under it).
+func (l *load) note(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p := l.phases[len(l.phases)-1]
+	p.notes = append(p.notes, fmt.Sprintf("%5.1fs ", time.Since(p.start).Seconds())+fmt.Sprintf(format, args...))
 }
 
 // finish stops the producers and ends the last phase.

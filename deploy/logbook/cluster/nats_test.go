@@ -125,7 +125,10 @@ func startNATSCluster(t *testing.T) *natsCluster {
 	}
 	c.URLs = strings.Join(urls, ",")
 	var err error
-	c.nc, c.js, err = natsx.Connect(c.URLs, "logbook-cluster-test", natsgo.UserInfo(natsUser, natsPassword))
+	// The test's own client notices a node that stopped answering within seconds (a cut), so that
+	// its look-ups move to another node.
+	c.nc, c.js, err = natsx.Connect(c.URLs, "logbook-cluster-test", natsgo.UserInfo(natsUser, natsPassword),
+		natsgo.PingInterval(time.Second), natsgo.MaxPingsOutstanding(2))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -86,8 +86,9 @@ func (d *deployment) env(extra ...string) []string {
 		"LOGBOOK_LOG_LEVEL=warn"}, extra...)
 }
 
-// deploy starts the storage node, then two ingest and two validator processes on c, and waits
-// until every one is ready.
+// deploy starts the storage node, two ingest and two validator processes on c at once (each
+// creates the streams and buckets the fresh cluster does not have yet), and waits until every one
+// is ready.
 func deploy(t *testing.T, c *natsCluster) *deployment {
 	t.Helper()
 	d := &deployment{nats: c, storageDir: t.TempDir()}
@@ -99,9 +100,6 @@ func deploy(t *testing.T, c *natsCluster) *deployment {
 	d.storage = &service{addr: addr, ready: "http://" + addr + "/readyz", Process: proc.Start(t, "storage", bins["logbook"], nil,
 		d.env("LOGBOOK_ROLES=writer,query", "LOGBOOK_ADDR="+addr, "LOGBOOK_DATA_DIR="+d.storageDir,
 			"LOGBOOK_FAILPOINTS=store-stop-merges=value:on"))}
-	// The storage node first: it creates the streams and buckets. (Processes that all create them
-	// at once on a fresh cluster wait out their requests' timeout and exit; see the README.)
-	d.storage.waitReady(t)
 	for i := range 2 {
 		addr, admin := proc.FreeAddr(t), proc.FreeAddr(t)
 		d.ingests = append(d.ingests, &service{addr: addr, ready: "http://" + admin + "/readyz", Process: proc.Start(t,

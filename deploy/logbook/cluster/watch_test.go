@@ -1,10 +1,11 @@
 package cluster
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"sort"
+	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -74,29 +75,24 @@ func or(s, otherwise string) string {
 	return s
 }
 
-// clients lists the NATS clients connected to node n by name, from its monitoring endpoint.
-func clients(n *natsNode) string {
-	res, err := client.Get(n.Monitor + "/connz?limit=1024")
+// connectedTo returns the names of the services with a TCP connection to n's client port (ss
+// lists the connections with the process that owns each).
+func connectedTo(d *deployment, n *natsNode) []string {
+	out, err := exec.Command("ss", "-tnpH", "state", "established", "dst", strings.TrimPrefix(n.URL, "nats://")).Output()
 	if err != nil {
-		return err.Error()
+		return nil
 	}
-	defer res.Body.Close()
-	var body struct {
-		Connections []struct {
-			Name string `json:"name"`
-		} `json:"connections"`
+	pids := map[string]bool{}
+	for _, m := range pidRE.FindAllStringSubmatch(string(out), -1) {
+		pids[m[1]] = true
 	}
-	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
-		return err.Error()
+	var names []string
+	for _, s := range d.all() {
+		if pids[strconv.Itoa(s.Pid())] {
+			names = append(names, s.Name)
+		}
 	}
-	count := map[string]int{}
-	for _, c := range body.Connections {
-		count[or(c.Name, "unnamed")]++
-	}
-	var out []string
-	for name, k := range count {
-		out = append(out, fmt.Sprintf("%s ×%d", name, k))
-	}
-	sort.Strings(out)
-	return strings.Join(out, ", ")
+	return names
 }
+
+var pidRE = regexp.MustCompile(`pid=(\d+)`)

@@ -152,6 +152,16 @@ func (p *Process) send(sig syscall.Signal) error {
 	return cmd.Process.Signal(sig)
 }
 
+// Pid is the process id of the current run (0 before it started).
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Restart starts the process again with the same arguments and environment; it must have exited.
 func (p *Process) Restart(t testing.TB) {
 	t.Helper()

@@ -300,7 +300,8 @@ func newNetCut(t *testing.T) (*netCut, error) {
 	if os.Getenv("LOGBOOK_CLUSTER_NETNS") == "0" {
 		return nil, fmt.Errorf("LOGBOOK_CLUSTER_NETNS=0")
 	}
-	id := os.Getpid() % 100000
+	removeStaleNetns()
+	id := os.Getpid()
 	c := &netCut{ns: fmt.Sprintf("logbook-cluster-%d", id), hostIf: fmt.Sprintf("lbc%dh", id)}
 	nsIf := fmt.Sprintf("lbc%dn", id)
 	inUse, _ := exec.Command("ip", "-4", "-o", "addr", "show").Output()
@@ -337,6 +338,24 @@ func newNetCut(t *testing.T) (*netCut, error) {
 		}
 	}
 	return c, nil
+}
+
+// removeStaleNetns deletes the namespaces (and veth pairs) of earlier runs whose process is gone
+// without its cleanup having run (a run killed by its timeout).
+func removeStaleNetns() {
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		name, _, _ := strings.Cut(line, " ")
+		pid, ok := strings.CutPrefix(name, "logbook-cluster-")
+		if !ok {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + pid); err == nil {
+			continue // its run is still going
+		}
+		_ = ipCmd("link", "del", "lbc"+pid+"h")
+		_ = ipCmd("netns", "del", name)
+	}
 }
 
 // Cut takes the host's end of the veth pair down: every packet to or from the node is dropped.

@@ -19,7 +19,7 @@ VERSITYGW ?= $(or $(LOGBOOK_VERSITYGW),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lo
 export LOGBOOK_VERSITYGW := $(VERSITYGW)
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: run test chaos libchdb sdk versitygw build vet bench clean
+.PHONY: run test chaos cluster libchdb sdk versitygw build vet bench clean
 
 ## run: start Logbook in one process (embedded NATS + embedded ClickHouse, data in ./data)
 run: libchdb
@@ -50,6 +50,19 @@ CHAOS_DURATION ?= 2m
 chaos: libchdb
 	LOGBOOK_CHAOS=1 LOGBOOK_CHAOS_DURATION=$(CHAOS_DURATION) go test -count=1 -timeout 10m -v \
 		-run '^(TestChaos|TestChaosTwoWriters|TestR3ClusterKeepsAcknowledgedWrites)$$' ./deploy/logbook/faults/ ./pkg/natsx/
+
+## cluster: Logbook scaled out on this machine as separate OS processes (deploy/logbook/cluster):
+## three nats-server nodes (the pinned version; R3 streams and buckets), one storage node (logbook,
+## LOGBOOK_ROLES=writer,query), two ingest and two validator processes, producers spread over the
+## ingest processes. Under load it SIGKILLs the stream leader's node and then another, SIGKILLs an
+## ingest and a validator process, rolls the validators and scales them 2 → 4 → 1, cuts a node off
+## (its own network namespace; as root) and heals it; prints each phase's throughput and
+## sent/acked/stored/lost/duplicated per organization, and fails on any loss or duplicate.
+## CLUSTER_DURATION (default 2m, at most 3m) is the time under load; the whole run stays under 5m.
+CLUSTER_DURATION ?= 2m
+cluster: libchdb
+	LOGBOOK_CLUSTER=1 LOGBOOK_CLUSTER_DURATION=$(CLUSTER_DURATION) go test -count=1 -timeout 6m -v \
+		-run '^TestCluster$$' ./deploy/logbook/cluster/
 
 ## bench: build and start the single-process Logbook on a fresh temp dir, load it (single-event and
 ## bulk ingest, end to end, search and export at 1M and 10M events), measure the ceilings (raw

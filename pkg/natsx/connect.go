@@ -11,6 +11,17 @@ import (
 	"github.com/logbookhq/logbook/pkg/config"
 )
 
+// StaleAfter bounds how long a connection stays on a server that stopped answering without closing
+// it (a node cut off by a network partition, a frozen process): the client pings every
+// PingInterval and gives up after MaxPingsOut unanswered pings, then reconnects to another server
+// of its list. nats.go's defaults (every 2 minutes, 2 unanswered) would leave a service on a
+// cut-off node, answering 503 or fetching nothing, for 4 to 6 minutes.
+const (
+	PingInterval = 5 * time.Second
+	MaxPingsOut  = 3
+	StaleAfter   = (MaxPingsOut + 1) * PingInterval
+)
+
 // ConnectInProcess connects to an embedded server (pkg/natsembed) without a socket. opts add
 // credentials (Auth.Options) or other settings.
 func ConnectInProcess(ns nats.InProcessConnProvider, name string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
@@ -28,6 +39,8 @@ func connect(url, name string, extra ...nats.Option) (*nats.Conn, jetstream.JetS
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
+		nats.PingInterval(PingInterval),
+		nats.MaxPingsOutstanding(MaxPingsOut),
 	}, extra...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {

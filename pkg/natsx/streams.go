@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -238,12 +239,37 @@ func KVStream(bucket string) string { return "KV_" + bucket }
 func KVSubject(bucket, key string) string { return "$KV." + bucket + "." + key }
 
 // Prepare creates or checks everything Logbook keeps in JetStream: the streams and the buckets.
+//
+// Processes started together on a fresh cluster create them at once, and JetStream answers none
+// of the concurrent creates of one stream (measured with three nodes of nats-server 2.15.3: every
+// request waited out its deadline, however long). So each attempt has its own deadline
+// (prepareAttemptTimeout), and one that runs out is made again after a random pause of up to
+// two seconds, so that one process creates each stream alone and the others find it; at most
+// prepareAttempts attempts.
 func Prepare(ctx context.Context, js jetstream.JetStream, l StreamLimits) error {
-	if err := EnsureStreams(ctx, js, l); err != nil {
-		return err
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, prepareAttemptTimeout)
+		err := EnsureStreams(actx, js, l)
+		if err == nil {
+			err = EnsureBuckets(actx, js, l.Replicas)
+		}
+		cancel()
+		if err == nil || !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil || attempt == prepareAttempts {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(rand.N(2 * time.Second)):
+		}
 	}
-	return EnsureBuckets(ctx, js, l.Replicas)
 }
+
+// One attempt of Prepare takes about a second on a healthy cluster.
+const (
+	prepareAttemptTimeout = 10 * time.Second
+	prepareAttempts       = 8
+)
 
 // LimitsFromEnv reads LOGBOOK_STREAM_MAX_BYTES, LOGBOOK_STREAM_KEEP (LOGBOOK_STREAM_MAX_AGE, its
 // old name, is read when it is unset), LOGBOOK_IDEMPOTENCY_WINDOW, LOGBOOK_STREAM_DUPLICATES and

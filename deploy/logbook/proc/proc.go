@@ -135,6 +135,33 @@ func (p *Process) signal(sig syscall.Signal, grace time.Duration) {
 	<-done
 }
 
+// Pause freezes the process (SIGSTOP): to the processes talking to it, it stops answering, while
+// its connections stay open.
+func (p *Process) Pause() error { return p.send(syscall.SIGSTOP) }
+
+// Resume lets a paused process run again (SIGCONT).
+func (p *Process) Resume() error { return p.send(syscall.SIGCONT) }
+
+func (p *Process) send(sig syscall.Signal) error {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return fmt.Errorf("%s was never started", p.Name)
+	}
+	return cmd.Process.Signal(sig)
+}
+
+// Pid is the process id of the current run (0 before it started).
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Restart starts the process again with the same arguments and environment; it must have exited.
 func (p *Process) Restart(t testing.TB) {
 	t.Helper()

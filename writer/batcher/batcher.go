@@ -454,13 +454,34 @@ func (w *Writer) reread(ctx context.Context, r *batchRecord) error {
 	switch {
 	case err != nil:
 		return err
-	case cur == nil || cur.State == stateAfter:
+	case cur == nil:
+		// Pruned, if the consumer's ack floor has passed the batch (prune's condition); otherwise
+		// the record must still be there, and a read that misses it is not a reason to skip it.
+		return w.pruned(ctx, r)
+	case cur.State == stateAfter:
 		return errSettled
 	case cur.rev != r.rev:
 		*r = *cur
 		return errLedgerMoved
 	}
 	return nil
+}
+
+// errRecordMissing: a batch's record could not be read although the consumer's ack floor has not
+// passed the batch, so it was not pruned; the INSERT waits and reads it again.
+var errRecordMissing = errors.New("batch record missing before the ack floor passed it")
+
+// pruned returns errSettled if r's record was pruned (the writer consumer's ack floor passed its
+// last message, so every message of it was acknowledged), errRecordMissing otherwise.
+func (w *Writer) pruned(ctx context.Context, r *batchRecord) error {
+	info, err := w.cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("failed to read consumer %s: %w", event.ConsumerWriter, err)
+	}
+	if info.AckFloor.Stream >= r.last() {
+		return errSettled
+	}
+	return fmt.Errorf("%w: %s (ack floor %d, batch ends at %d)", errRecordMissing, r.key, info.AckFloor.Stream, r.last())
 }
 
 // split records piece path of r as split, so that every writer inserts its halves from now on.

@@ -222,7 +222,7 @@ func (l *ledger) catchUp(ctx context.Context) error {
 	from := l.applied + 1
 	l.mu.Unlock()
 	for seq := from; seq <= info.State.LastSeq; seq++ {
-		m, err := l.stream.GetMsg(ctx, seq)
+		m, err := natsx.GetSeq(ctx, l.js, natsx.KVStream(BucketBatches), seq) // the leader's copy: a replica's may lag
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue // replaced by a later revision of its key, or pruned
 		}
@@ -314,23 +314,24 @@ func (l *ledger) remember(r *batchRecord, rev uint64) {
 	}
 }
 
-// get reads the record under key from the bucket itself (not from memory): nil when there is
+// get reads the record under key from the bucket's leader (not from memory, and not from a
+// replica, which can lack a record the leader acknowledged: natsx.GetLast): nil when there is
 // none, which means it was pruned, so every message of it was acknowledged.
 func (l *ledger) get(ctx context.Context, key string) (*batchRecord, error) {
-	e, err := l.kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	m, err := natsx.GetLast(ctx, l.js, natsx.KVStream(BucketBatches), natsx.KVSubject(BucketBatches, key))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("failed to read batch record %s: %w", key, err)
 	}
 	var r batchRecord
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
+	if err := json.Unmarshal(m.Data, &r); err != nil {
 		return nil, fmt.Errorf("failed to read batch record %s: %w", key, err)
 	}
-	r.key, r.rev = key, e.Revision()
+	r.key, r.rev = key, m.Sequence
 	l.mu.Lock()
-	l.apply(key, e.Value(), e.Revision(), false)
+	l.apply(key, m.Data, m.Sequence, false)
 	l.mu.Unlock()
 	return &r, nil
 }

@@ -323,6 +323,7 @@ func TestCluster(t *testing.T) {
 
 	failed := report(t, l, counts, rows, duration, cutHow)
 	if failed != "" {
+		locate(t, c.js, l, counts)
 		t.Fatal(failed)
 	}
 }

@@ -72,49 +72,65 @@ func (pr *profileRun) stageCPU(ctx context.Context) (*StageCPU, error) {
 		Seconds: spread(samples, pr.cpu)}, nil
 }
 
-// keepProfiles merges each profiled phase's chunks into one file (go tool pprof -proto) in the
-// profiles folder beside the report (docs/profiles for make bench; a temp folder for a quick run
+// keepLimit is the most profiles make bench keeps inside the repository (docs/profiles); more go
+// to the user's cache directory, named in the report.
+var keepLimit = 512 << 10
+
+// keepProfiles merges each profiled phase's chunks into one file (go tool pprof -proto) and keeps
+// them in the profiles folder beside the report (docs/profiles for make bench, if together they
+// fit keepLimit, else <user cache>/logbook/bench-profiles/<commit>; a temp folder for a quick run
 // or -out -), replacing what an earlier run left there, and lists them in rep.Profiles.
 func (rep *Report) keepProfiles(root string) {
+	type merged struct {
+		name string
+		data []byte
+	}
+	var all []merged
+	var size int
+	merge := func(name string, paths []string) {
+		if len(paths) == 0 {
+			return
+		}
+		b, err := exec.Command("go", append([]string{"tool", "pprof", "-proto"}, paths...)...).Output()
+		if err != nil {
+			progress("keep profile %s: %v", name, err)
+			return
+		}
+		all = append(all, merged{name, b})
+		size += len(b)
+	}
+	for _, pr := range rep.runs {
+		merge(pr.name, pr.paths)
+	}
+	for _, p := range rep.Profiles {
+		merge(p.Name, []string{p.Path})
+	}
 	dir := filepath.Join(os.TempDir(), "logbook-bench-profiles")
 	if !rep.Cfg.Quick && rep.Cfg.Out != "-" {
 		dir = filepath.Join(filepath.Dir(rep.Cfg.Out), "profiles")
+		if cache, err := os.UserCacheDir(); err == nil && size > keepLimit {
+			_ = os.RemoveAll(dir) // an earlier run's, not this one's
+			dir = filepath.Join(cache, "logbook", "bench-profiles", strings.Fields(rep.Commit + " unknown")[0])
+		}
 	}
 	_ = os.RemoveAll(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		progress("keep profiles: %v", err)
 		return
 	}
-	keep := func(name string, paths []string) string {
-		if len(paths) == 0 {
-			return ""
-		}
-		out := filepath.Join(dir, name+".pprof")
-		args := append([]string{"tool", "pprof", "-proto"}, paths...)
-		b, err := exec.Command("go", args...).Output()
-		if err == nil {
-			err = os.WriteFile(out, b, 0o644)
-		}
-		if err != nil {
-			progress("keep profile %s: %v", name, err)
-			return ""
-		}
-		return out
-	}
 	var kept []Profile
-	for _, pr := range rep.runs {
-		if p := keep(pr.name, pr.paths); p != "" {
-			kept = append(kept, Profile{Name: pr.name, Path: p})
+	for _, m := range all {
+		path := filepath.Join(dir, m.name+".pprof")
+		if err := os.WriteFile(path, m.data, 0o644); err != nil {
+			progress("keep profile %s: %v", m.name, err)
+			continue
 		}
-	}
-	for _, p := range rep.Profiles {
-		if k := keep(p.Name, []string{p.Path}); k != "" {
-			kept = append(kept, Profile{Name: p.Name, Path: k})
-		}
+		kept = append(kept, Profile{Name: m.name, Path: path})
 	}
 	rep.Profiles = kept
 	if rel, err := filepath.Rel(root, dir); err == nil && !strings.HasPrefix(rel, "..") {
 		dir = rel
 	}
-	rep.ProfileDir = dir
+	rep.ProfileDir, rep.ProfileBytes = dir, int64(size)
+	progress("profiles kept in %s (%d KiB)", dir, size>>10)
 }

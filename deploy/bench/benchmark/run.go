@@ -265,12 +265,12 @@ func Run(ctx context.Context, cfg *Config) (err error) {
 			}
 			progress("single-event ingest, concurrency %d, %s, %s", n, keyName(keyed), cfg.Step)
 			var st *StepResult
-			name := fmt.Sprintf("single-c%d-%s", n, map[bool]string{false: "nokey", true: "key"}[keyed])
+			name := singleName(n, keyed)
 			var drained time.Duration
 			mem, err := phase("single-event ingest", func() error {
 				// Profiled until the pipeline has stored what the step took in, so the validator's
 				// and the writer's share is whole.
-				pr := startProfiles(ctx, srv, profDir, name, min(cfg.Step, 5*time.Second))
+				pr := startProfiles(ctx, srv, profDir, name, time.Second) // short chunks: the last one ends soon after the drain
 				st = cl.SingleEvents(ctx, bodies, n, keyed, cfg.Step)
 				t, err := srv.WaitDrained(ctx, 100*time.Millisecond, 5*time.Minute)
 				drained = t.Sub(st.End)

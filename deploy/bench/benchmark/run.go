@@ -66,7 +66,7 @@ func ParseFlags(args []string) (*Config, error) {
 	out := fs.String("out", "", "Markdown file for the results (default docs/benchmarks.md; quick: a temp file; - for none)")
 	dir := fs.String("dir", "", "work directory for data and profiles (default: a fresh temp dir, removed afterwards)")
 	keep := fs.Bool("keep", false, "keep the work directory")
-	profile := fs.Duration("profile", 10*time.Second, "CPU profile of Logbook per profiled phase (0: none)")
+	profile := fs.Duration("profile", 10*time.Second, "CPU profile of Logbook during search and export (0: none); single-event steps and bulk loads are always profiled whole")
 	alertDur := fs.Duration("alert", 0, "duration of the alert latency phase (default 30s; quick 10s)")
 	alertBg := fs.Float64("alert-bg", 1000, "background load of the alert latency phase, events/s")
 	catchUp := fs.Int("catch-up", 0, "backlog of the log-stream catch-up phase (default 200000; quick 20000)")

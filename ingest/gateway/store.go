@@ -151,22 +151,27 @@ func (gw *Gateway) confirm(ctx context.Context, msg *nats.Msg) error {
 	}
 }
 
-// message is l's raw message: on the organization's subject, or on its key's subject only if that
-// subject holds nothing yet. Its message id is the event's identity in every case, so it never
-// collapses two attempts of a key (the subject decides between them) and two requests sharing a
-// key are never mistaken for one by the group committer.
-func (l *bulkLine) message(data []byte) *nats.Msg {
-	subject := event.RawSubject(l.rec.OrganizationID)
-	if l.key != "" {
-		subject = event.RawKeySubject(l.rec.OrganizationID, l.key)
+// message is l's raw message (RawMessage).
+func (l *bulkLine) message(data []byte) *nats.Msg { return RawMessage(l.rec, l.key, l.digest, data) }
+
+// RawMessage is the raw stream message of rec (encoded as data), sent with Idempotency-Key key
+// ("" for none; digest is then the request's digest): on the organization's subject, or on its
+// key's subject only if that subject holds nothing yet. Its message id is the event's identity in
+// every case, so it never collapses two attempts of a key (the subject decides between them) and
+// two requests sharing a key are never mistaken for one by the group committer. make bench's
+// publish ceiling sends exactly these messages.
+func RawMessage(rec *event.Record, key, digest string, data []byte) *nats.Msg {
+	subject := event.RawSubject(rec.OrganizationID)
+	if key != "" {
+		subject = event.RawKeySubject(rec.OrganizationID, key)
 	}
 	msg := nats.NewMsg(subject)
 	msg.Data = data
-	msg.Header.Set(jetstream.MsgIDHeader, l.rec.MsgID())
+	msg.Header.Set(jetstream.MsgIDHeader, rec.MsgID())
 	msg.Header.Set(jetstream.ExpectedStreamHeader, event.StreamRaw)
-	if l.key != "" {
+	if key != "" {
 		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.Itoa(0))
-		msg.Header.Set(event.HeaderRequestDigest, l.digest)
+		msg.Header.Set(event.HeaderRequestDigest, digest)
 	}
 	return msg
 }
@@ -213,4 +218,18 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// Publisher is how the gateway's raw messages reach JetStream: a group committer on the raw
+// stream. Close stops it.
+type Publisher interface {
+	publisher
+	Check(ctx context.Context) error
+	Close()
+}
+
+// NewPublisher starts the raw stream's publisher on nc. The single process, the ingest service and
+// make bench's publish ceiling all use it, so the ceiling measures the path the gateway takes.
+func NewPublisher(nc *nats.Conn, js jetstream.JetStream) Publisher {
+	return natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
 }

@@ -76,10 +76,18 @@ func nodeKey(r *rand.Rand) string {
 	return "workos-node-" + h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-// emit sends one create-event request as the Node SDK does.
+// emit sends one create-event request as the Node SDK does (with its Idempotency-Key).
 func (c *Client) emit(ctx context.Context, body []byte, r *rand.Rand) (int, error) {
-	status, _, err := c.Do(ctx, http.MethodPost, "/audit_logs/events", "application/json", body,
-		map[string]string{"Idempotency-Key": nodeKey(r), "User-Agent": "workos-node/11.0.0 bench"})
+	return c.emitKeyed(ctx, body, r, true)
+}
+
+// emitKeyed sends one create-event request, with the Node SDK's Idempotency-Key when keyed.
+func (c *Client) emitKeyed(ctx context.Context, body []byte, r *rand.Rand, keyed bool) (int, error) {
+	hdr := map[string]string{"User-Agent": "workos-node/11.0.0 bench"}
+	if keyed {
+		hdr["Idempotency-Key"] = nodeKey(r)
+	}
+	status, _, err := c.Do(ctx, http.MethodPost, "/audit_logs/events", "application/json", body, hdr)
 	return status, err
 }
 
@@ -135,8 +143,11 @@ func (f *Failures) record(status int, err error) bool {
 // StepResult is one single-event ingest step.
 type StepResult struct {
 	Conc    int
+	Keyed   bool
 	OK      int64
 	Elapsed time.Duration
+	End     time.Time     // when the step stopped sending
+	Drain   time.Duration // from End until the pipeline had stored everything
 	Lat     []time.Duration
 	Fail    *Failures
 }
@@ -144,9 +155,10 @@ type StepResult struct {
 // Rate is the sustained 2xx rate.
 func (s *StepResult) Rate() float64 { return float64(s.OK) / s.Elapsed.Seconds() }
 
-// SingleEvents runs conc senders, each posting one event per request (bodies cycled) for d.
-func (c *Client) SingleEvents(ctx context.Context, bodies [][]byte, conc int, d time.Duration) *StepResult {
-	res := &StepResult{Conc: conc, Fail: &Failures{}}
+// SingleEvents runs conc senders, each posting one event per request (bodies cycled) for d, with
+// an Idempotency-Key each when keyed.
+func (c *Client) SingleEvents(ctx context.Context, bodies [][]byte, conc int, keyed bool, d time.Duration) *StepResult {
+	res := &StepResult{Conc: conc, Keyed: keyed, Fail: &Failures{}}
 	var ok atomic.Int64
 	var next atomic.Int64
 	lats := make([][]time.Duration, conc)
@@ -160,7 +172,7 @@ func (c *Client) SingleEvents(ctx context.Context, bodies [][]byte, conc int, d 
 			for ctx.Err() == nil {
 				b := bodies[int(next.Add(1))%len(bodies)]
 				t := time.Now()
-				status, err := c.emit(ctx, b, r)
+				status, err := c.emitKeyed(ctx, b, r, keyed)
 				if ctx.Err() != nil {
 					return // cut off by the end of the step: neither counted nor failed
 				}
@@ -172,7 +184,8 @@ func (c *Client) SingleEvents(ctx context.Context, bodies [][]byte, conc int, d 
 		})
 	}
 	wg.Wait()
-	res.Elapsed = time.Since(start)
+	res.End = time.Now()
+	res.Elapsed = res.End.Sub(start)
 	res.OK = ok.Load()
 	for _, l := range lats {
 		res.Lat = append(res.Lat, l...)

@@ -25,6 +25,9 @@ type Config struct {
 	Quick       bool
 	Sizes       []int64 // stored events at which search and export are measured
 	Conc        []int   // single-event ingest concurrencies
+	Keys        []bool  // single-event ingest without (false) and with (true) Idempotency-Keys
+	IndexRows   int64   // rows per variant of the INSERT ceiling without each skip index (0: none)
+	Skip        map[string]bool
 	Step        time.Duration
 	E2E         time.Duration
 	CeilingDur  time.Duration
@@ -49,7 +52,10 @@ func ParseFlags(args []string) (*Config, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	quick := fs.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "smoke run: small sizes and short steps (also BENCH_QUICK=1)")
 	sizes := fs.String("sizes", "", "stored-event sizes for search and export (default 1000000,10000000; quick 20000,100000)")
-	conc := fs.String("conc", "16,64,256", "single-event ingest concurrencies")
+	conc := fs.String("conc", "32,256", "single-event ingest concurrencies")
+	keys := fs.String("keys", "both", "single-event ingest: none (no Idempotency-Key), key (the SDK's key), or both")
+	indexRows := fs.Int64("index-rows", -1, "rows per INSERT ceiling without each skip index (default 200000; quick 20000; 0: skip)")
+	skip := fs.String("skip", "", "phases to leave out, comma-separated: single, e2e, alert, catchup, search, export, isolation")
 	step := fs.Duration("step", 0, "duration of each single-event step (default 10s; quick 3s)")
 	e2e := fs.Duration("e2e", 0, "duration of the end-to-end phase (default 15s; quick 5s)")
 	ceil := fs.Duration("ceiling", 0, "duration of each JetStream ceiling (default 10s; quick 3s)")
@@ -60,7 +66,7 @@ func ParseFlags(args []string) (*Config, error) {
 	out := fs.String("out", "", "Markdown file for the results (default docs/benchmarks.md; quick: a temp file; - for none)")
 	dir := fs.String("dir", "", "work directory for data and profiles (default: a fresh temp dir, removed afterwards)")
 	keep := fs.Bool("keep", false, "keep the work directory")
-	profile := fs.Duration("profile", 10*time.Second, "CPU profile of Logbook per profiled phase (0: none)")
+	profile := fs.Duration("profile", 10*time.Second, "CPU profile of Logbook during search and export (0: none); single-event steps and bulk loads are always profiled whole")
 	alertDur := fs.Duration("alert", 0, "duration of the alert latency phase (default 30s; quick 10s)")
 	alertBg := fs.Float64("alert-bg", 1000, "background load of the alert latency phase, events/s")
 	catchUp := fs.Int("catch-up", 0, "backlog of the log-stream catch-up phase (default 200000; quick 20000)")
@@ -86,6 +92,26 @@ func ParseFlags(args []string) (*Config, error) {
 		c.CatchUpN = map[bool]int{false: 200_000, true: 20_000}[c.Quick]
 	}
 	c.InsertRows, c.SearchN = *insertRows, *searchN
+	c.IndexRows = *indexRows
+	if c.IndexRows < 0 {
+		c.IndexRows = map[bool]int64{false: 200_000, true: 20_000}[c.Quick]
+	}
+	switch *keys {
+	case "none":
+		c.Keys = []bool{false}
+	case "key":
+		c.Keys = []bool{true}
+	case "both":
+		c.Keys = []bool{false, true}
+	default:
+		return nil, fmt.Errorf("-keys: want none, key or both, got %q", *keys)
+	}
+	c.Skip = map[string]bool{}
+	for _, f := range strings.Split(*skip, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			c.Skip[f] = true
+		}
+	}
 	if c.InsertRows <= 0 {
 		c.InsertRows = map[bool]int64{false: 500_000, true: 50_000}[c.Quick]
 	}
@@ -172,9 +198,14 @@ func Run(ctx context.Context, cfg *Config) (err error) {
 	if c.AsyncPublish, c.BatchPublish, c.PayloadLen, err = JetStreamCeilings(ctx, filepath.Join(cfg.Dir, "ceiling-nats"), ceilGen, cfg.CeilingDur); err != nil {
 		return fmt.Errorf("jetstream ceiling: %w", err)
 	}
-	progress("ceiling: ClickHouse INSERT of %d rows", cfg.InsertRows)
+	progress("ceiling: the gateway's publish path, %v concurrent, without and with Idempotency-Keys (%s each)", cfg.Conc, cfg.CeilingDur)
+	if c.Publish, err = PublishCeilings(ctx, filepath.Join(cfg.Dir, "ceiling-publish"), ceilGen, cfg.Conc, cfg.Keys, cfg.CeilingDur); err != nil {
+		return fmt.Errorf("publish ceiling: %w", err)
+	}
+	_ = os.RemoveAll(filepath.Join(cfg.Dir, "ceiling-publish"))
+	progress("ceiling: ClickHouse INSERT of %d rows; then %d rows without each skip index", cfg.InsertRows, cfg.IndexRows)
 	c.InsertRows = cfg.InsertRows
-	if c.Insert, err = InsertCeiling(ctx, cfg.LibPath, filepath.Join(cfg.Dir, "ceiling-clickhouse"), ceilGen, cfg.InsertRows); err != nil {
+	if c.Insert, c.InsertCPU, c.InsertIndexes, err = InsertCeiling(ctx, cfg.LibPath, filepath.Join(cfg.Dir, "ceiling-clickhouse"), ceilGen, cfg.InsertRows, cfg.IndexRows); err != nil {
 		return fmt.Errorf("insert ceiling: %w", err)
 	}
 	_ = os.RemoveAll(filepath.Join(cfg.Dir, "ceiling-nats"))
@@ -224,26 +255,37 @@ func Run(ctx context.Context, cfg *Config) (err error) {
 		return PhaseMem{Before: before, Peak: peak, CPU: cpu}, nil
 	}
 
-	// Single-event ingest.
+	// Single-event ingest: each concurrency without and with Idempotency-Keys, each step profiled
+	// whole (CPU per event per stage).
 	bodies := LiveBodies(20_000, 3)
-	for i, n := range cfg.Conc {
-		progress("single-event ingest, concurrency %d, %s", n, cfg.Step)
-		var st *StepResult
-		mem, err := phase("single-event ingest", func() error {
-			wait := func() {}
-			if i == len(cfg.Conc)-1 {
-				wait = profile(fmt.Sprintf("single-event-c%d", n), cfg.Step)
+	for _, keyed := range cfg.Keys {
+		for _, n := range cfg.Conc {
+			if cfg.Skip["single"] {
+				break
 			}
-			st = cl.SingleEvents(ctx, bodies, n, cfg.Step)
-			wait()
-			return ctx.Err()
-		})
-		if err != nil {
-			return err
+			progress("single-event ingest, concurrency %d, %s, %s", n, keyName(keyed), cfg.Step)
+			var st *StepResult
+			name := singleName(n, keyed)
+			var drained time.Duration
+			mem, err := phase("single-event ingest", func() error {
+				// Profiled until the pipeline has stored what the step took in, so the validator's
+				// and the writer's share is whole.
+				pr := startProfiles(ctx, srv, profDir, name, time.Second) // short chunks: the last one ends soon after the drain
+				st = cl.SingleEvents(ctx, bodies, n, keyed, cfg.Step)
+				t, err := srv.WaitDrained(ctx, 100*time.Millisecond, 5*time.Minute)
+				drained = t.Sub(st.End)
+				pr.finish(srv, st.OK)
+				rep.runs = append(rep.runs, pr)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			st.Drain = drained
+			rep.Single = append(rep.Single, SingleRow{StepResult: st, Mem: mem})
+			progress("  %.0f events/s, p50 %s, p99 %s, failures: %d %s; stored %s after the step", st.Rate(), FormatDuration(Percentile(st.Lat, 50)),
+				FormatDuration(Percentile(st.Lat, 99)), st.Fail.Total(), st.Fail, drained.Round(time.Millisecond))
 		}
-		rep.Single = append(rep.Single, SingleRow{StepResult: st, Mem: mem})
-		progress("  %.0f events/s, p50 %s, p99 %s, failures: %d %s", st.Rate(), FormatDuration(Percentile(st.Lat, 50)),
-			FormatDuration(Percentile(st.Lat, 99)), st.Fail.Total(), st.Fail)
 	}
 
 	// End to end under moderate load.
@@ -252,48 +294,24 @@ func Run(ctx context.Context, cfg *Config) (err error) {
 		best = max(best, s.Rate())
 	}
 	bgRate := min(max(best/4, 200), 5000)
-	progress("end to end: %s under %.0f events/s", cfg.E2E, bgRate)
-	rep.E2EMem, err = phase("end to end", func() error {
-		var err error
-		rep.E2E, err = cl.EndToEnd(ctx, bodies, bgRate, 16, cfg.E2E)
-		return err
-	})
-	if err != nil {
+	if !cfg.Skip["e2e"] {
+		progress("end to end: %s under %.0f events/s", cfg.E2E, bgRate)
+		rep.E2EMem, err = phase("end to end", func() error {
+			var err error
+			rep.E2E, err = cl.EndToEnd(ctx, bodies, bgRate, 16, cfg.E2E)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		progress("  p50 %s, p99 %s (%d probes, %d unseen)", FormatDuration(Percentile(rep.E2E.Lat, 50)), FormatDuration(Percentile(rep.E2E.Lat, 99)), rep.E2E.Probes, rep.E2E.Unseen)
+		if _, err := srv.WaitDrained(ctx, 200*time.Millisecond, 5*time.Minute); err != nil {
+			return err
+		}
+	}
+	if err := rep.alertsAndStreams(ctx, cl, srv, bodies, phase); err != nil {
 		return err
 	}
-	progress("  p50 %s, p99 %s (%d probes, %d unseen)", FormatDuration(Percentile(rep.E2E.Lat, 50)), FormatDuration(Percentile(rep.E2E.Lat, 99)), rep.E2E.Probes, rep.E2E.Unseen)
-	if _, err := srv.WaitDrained(ctx, 200*time.Millisecond, 5*time.Minute); err != nil {
-		return err
-	}
-
-	// Alert rules: 2xx of a triggering event → the firing at a webhook, under background load.
-	progress("alert latency: %s under %.0f events/s", cfg.AlertDur, cfg.AlertBg)
-	rep.AlertMem, err = phase("alert latency", func() error {
-		var err error
-		rep.Alert, err = cl.AlertLatency(ctx, bodies, cfg.AlertBg, 32, cfg.AlertDur)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	progress("  p50 %s, p99 %s (%d probes, %d unseen; background %.0f events/s)", FormatDuration(Percentile(rep.Alert.Lat, 50)),
-		FormatDuration(Percentile(rep.Alert.Lat, 99)), rep.Alert.Probes, rep.Alert.Unseen, rep.Alert.Background.Rate())
-	if _, err := srv.WaitDrained(ctx, 200*time.Millisecond, 5*time.Minute); err != nil {
-		return err
-	}
-
-	// Log streams: one stream catching up on a backlog after its destination was down.
-	progress("log stream catch-up: %d events", cfg.CatchUpN)
-	rep.CatchUpMem, err = phase("log stream catch-up", func() error {
-		var err error
-		rep.CatchUp, err = cl.CatchUp(ctx, cfg.CatchUpN)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	progress("  %.0f events/s (%d requests; first delivery %s after the destination came back)", rep.CatchUp.Rate(),
-		rep.CatchUp.Requests, rep.CatchUp.FirstAfter.Round(time.Millisecond))
 
 	// Data set: load through bulk ingest, then search and export at each size.
 	perOrg := map[string]int64{}
@@ -304,13 +322,13 @@ func Run(ctx context.Context, cfg *Config) (err error) {
 		progress("bulk ingest: %d events (to %d stored), %d senders × %d lines", delta, size, cfg.Senders, cfg.Lines)
 		var b *BulkResult
 		mem, err := phase("bulk ingest", func() error {
-			wait := func() {}
-			if si == 0 {
-				wait = profile("bulk-ingest", time.Hour)
-			}
+			pr := startProfiles(ctx, srv, profDir, fmt.Sprintf("bulk-%s", sizeName(size)), 10*time.Second)
 			var err error
 			b, err = cl.Bulk(ctx, srv, g, cfg.Senders, cfg.Lines)
-			wait()
+			if b != nil {
+				pr.finish(srv, b.Events)
+				rep.runs = append(rep.runs, pr)
+			}
 			return err
 		})
 		if err != nil {
@@ -323,7 +341,62 @@ func Run(ctx context.Context, cfg *Config) (err error) {
 		progress("  accepted %d in %s, visible in %s: %.0f events/s end to end; failures: %d %s", b.Accepted,
 			b.AcceptedIn.Round(time.Millisecond), b.VisibleIn.Round(time.Millisecond), float64(b.Events)/b.VisibleIn.Seconds(), b.Fail.Total(), b.Fail)
 		row := SizeRow{Size: size, Bulk: b, BulkMem: mem}
+		rep.Sizes = append(rep.Sizes, row)
+		if err := rep.searchAndExport(ctx, cl, srv, si, end, perOrg, phase, profile); err != nil {
+			return err
+		}
+		if si < len(cfg.Sizes)-1 && cfg.Out != "-" { // a partial report, in case the run is stopped
+			rep.Partial = true
+			rep.finish()
+			if err := rep.Write(cfg.Out, rep.Table()); err != nil {
+				return err
+			}
+		}
+	}
+	// Isolation: the end-to-end phase quiet and under heavy free-text searches, on the full data set.
+	if !cfg.Skip["isolation"] {
+		if err := rep.isolation(ctx, cl, stored, bodies, bgRate, phase); err != nil {
+			return err
+		}
+	}
 
+	rep.Partial = false
+	if rep.Rejected, err = srv.Rejected(ctx); err != nil {
+		return err
+	}
+	rep.finish()
+	srv.Stop()
+
+	for _, pr := range rep.runs {
+		st, err := pr.stageCPU(ctx)
+		if err != nil {
+			progress("stage CPU of %s: %v", pr.name, err)
+			continue
+		}
+		rep.Stages = append(rep.Stages, st)
+	}
+	rep.keepProfiles(root)
+	rep.summarizeProfiles(ctx)
+	table := rep.Table()
+	fmt.Println()
+	fmt.Print(table.Markdown())
+	if cfg.Out != "-" {
+		if err := rep.Write(cfg.Out, table); err != nil {
+			return err
+		}
+		progress("results written to %s", cfg.Out)
+	}
+	return nil
+}
+
+// searchAndExport runs the search and export phases at the size of rep.Sizes[si].
+func (rep *Report) searchAndExport(ctx context.Context, cl *Client, srv *Server, si int, end time.Time, perOrg map[string]int64,
+	phase func(string, func() error) (PhaseMem, error), profile func(string, time.Duration) func()) error {
+	cfg := rep.Cfg
+	row := &rep.Sizes[si]
+	size := row.Size
+	var err error
+	if !cfg.Skip["search"] {
 		progress("search at %d events (%d queries per kind)", size, cfg.SearchN)
 		row.SearchMem, err = phase("search", func() error {
 			wait := func() {}
@@ -341,39 +414,39 @@ func Run(ctx context.Context, cfg *Config) (err error) {
 		for _, s := range row.Search {
 			progress("  %s: p50 %s, p95 %s, %.1f hits", s.Kind, FormatDuration(Percentile(s.Lat, 50)), FormatDuration(Percentile(s.Lat, 95)), s.AvgHits)
 		}
-
-		progress("export of %s at %d events", Orgs[0].ID, size)
-		var exportErr error
-		row.ExportMem, err = phase("export", func() error {
-			wait := func() {}
-			if si == len(cfg.Sizes)-1 {
-				wait = profile(fmt.Sprintf("export-%d", size), time.Hour)
-			}
-			row.Export, exportErr = cl.Export(ctx, Orgs[0].ID, end.Add(-366*24*time.Hour), end.Add(time.Hour))
-			wait()
-			return ctx.Err()
-		})
-		if err != nil {
-			return err
-		}
-		if exportErr != nil { // a failed export is a result, not the end of the run
-			row.ExportErr = exportErr.Error()
-			progress("  export failed: %v\nlogbook's log ends with:\n%s", exportErr, srv.tail())
-		} else {
-			row.Export.ExpectRows = perOrg[Orgs[0].ID]
-			progress("  %d rows (expected %d): ready in %s, downloaded in %s; RSS %s → peak %s", row.Export.Rows, row.Export.ExpectRows,
-				row.Export.Produce.Round(time.Millisecond), row.Export.Total.Round(time.Millisecond), FormatBytes(row.ExportMem.Before), FormatBytes(row.ExportMem.Peak))
-		}
-		rep.Sizes = append(rep.Sizes, row)
-		if si < len(cfg.Sizes)-1 && cfg.Out != "-" { // a partial report, in case the run is stopped
-			rep.Partial = true
-			rep.finish()
-			if err := rep.Write(cfg.Out, rep.Table()); err != nil {
-				return err
-			}
-		}
 	}
-	// Isolation: the end-to-end phase quiet and under heavy free-text searches, on the full data set.
+	if cfg.Skip["export"] {
+		return nil
+	}
+	progress("export of %s at %d events", Orgs[0].ID, size)
+	var exportErr error
+	row.ExportMem, err = phase("export", func() error {
+		wait := func() {}
+		if si == len(cfg.Sizes)-1 {
+			wait = profile(fmt.Sprintf("export-%d", size), time.Hour)
+		}
+		row.Export, exportErr = cl.Export(ctx, Orgs[0].ID, end.Add(-366*24*time.Hour), end.Add(time.Hour))
+		wait()
+		return ctx.Err()
+	})
+	if err != nil {
+		return err
+	}
+	if exportErr != nil { // a failed export is a result, not the end of the run
+		row.ExportErr = exportErr.Error()
+		progress("  export failed: %v\nlogbook's log ends with:\n%s", exportErr, srv.tail())
+	} else {
+		row.Export.ExpectRows = perOrg[Orgs[0].ID]
+		progress("  %d rows (expected %d): ready in %s, downloaded in %s; RSS %s → peak %s", row.Export.Rows, row.Export.ExpectRows,
+			row.Export.Produce.Round(time.Millisecond), row.Export.Total.Round(time.Millisecond), FormatBytes(row.ExportMem.Before), FormatBytes(row.ExportMem.Peak))
+	}
+	return nil
+}
+
+// isolation runs the end-to-end phase quiet and under heavy free-text searches.
+func (rep *Report) isolation(ctx context.Context, cl *Client, stored int64, bodies [][]byte, bgRate float64, phase func(string, func() error) (PhaseMem, error)) error {
+	cfg := rep.Cfg
+	var err error
 	progress("isolation: end to end quiet, then under %d concurrent heavy searches (%s each)", searchConc, cfg.E2E)
 	rep.IsolationMem, err = phase("isolation", func() error {
 		var err error
@@ -390,24 +463,6 @@ func Run(ctx context.Context, cfg *Config) (err error) {
 			FormatDuration(Percentile(iso.Quiet.Lat, 50)), FormatDuration(Percentile(iso.Loaded.Lat, 50)),
 			FormatDuration(Percentile(iso.Quiet.Lat, 99)), FormatDuration(Percentile(iso.Loaded.Lat, 99)),
 			len(iso.Searches), FormatDuration(Percentile(iso.Searches, 50)), iso.SearchErrs)
-	}
-
-	rep.Partial = false
-	if rep.Rejected, err = srv.Rejected(ctx); err != nil {
-		return err
-	}
-	rep.finish()
-	srv.Stop()
-
-	rep.summarizeProfiles(ctx)
-	table := rep.Table()
-	fmt.Println()
-	fmt.Print(table.Markdown())
-	if cfg.Out != "-" {
-		if err := rep.Write(cfg.Out, table); err != nil {
-			return err
-		}
-		progress("results written to %s", cfg.Out)
 	}
 	return nil
 }
@@ -439,4 +494,45 @@ func commitOf(root string) string {
 		c += " with uncommitted changes"
 	}
 	return c
+}
+
+// alertsAndStreams runs the alert latency and log-stream catch-up phases.
+func (rep *Report) alertsAndStreams(ctx context.Context, cl *Client, srv *Server, bodies [][]byte, phase func(string, func() error) (PhaseMem, error)) error {
+	cfg := rep.Cfg
+	var err error
+	if !cfg.Skip["alert"] {
+		// Alert rules: 2xx of a triggering event → the firing at a webhook, under background load.
+		progress("alert latency: %s under %.0f events/s", cfg.AlertDur, cfg.AlertBg)
+		rep.AlertMem, err = phase("alert latency", func() error {
+			var err error
+			rep.Alert, err = cl.AlertLatency(ctx, bodies, cfg.AlertBg, 32, cfg.AlertDur)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		progress("  p50 %s, p99 %s (%d probes, %d unseen; background %.0f events/s)", FormatDuration(Percentile(rep.Alert.Lat, 50)),
+			FormatDuration(Percentile(rep.Alert.Lat, 99)), rep.Alert.Probes, rep.Alert.Unseen, rep.Alert.Background.Rate())
+		if _, err := srv.WaitDrained(ctx, 200*time.Millisecond, 5*time.Minute); err != nil {
+			return err
+		}
+
+	}
+	if cfg.Skip["catchup"] {
+		return nil
+	}
+	// Log streams: one stream catching up on a backlog after its destination was down.
+	progress("log stream catch-up: %d events", cfg.CatchUpN)
+	rep.CatchUpMem, err = phase("log stream catch-up", func() error {
+		var err error
+		rep.CatchUp, err = cl.CatchUp(ctx, cfg.CatchUpN)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	progress("  %.0f events/s (%d requests; first delivery %s after the destination came back)", rep.CatchUp.Rate(),
+		rep.CatchUp.Requests, rep.CatchUp.FirstAfter.Round(time.Millisecond))
+
+	return nil
 }

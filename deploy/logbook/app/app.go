@@ -175,7 +175,7 @@ type App struct {
 	ret     *retention.Policies
 	gw      *gateway.Gateway
 	http    *http.Server
-	raw     *natsx.GroupCommit
+	raw     gateway.Publisher
 	cancel  context.CancelFunc
 	workers sync.WaitGroup
 	obs     *instruments
@@ -268,60 +268,72 @@ func (a *App) start(ctx context.Context, cfg Config) (err error) {
 		}
 	}
 	var publishChecks []func(context.Context) error
-	var runs []func(context.Context) error
+	var runs []run
 	if roles.Validator {
-		val, err := worker.New(ctx, js, a.reg, cfg.Valid, log.With("service", "validator"))
+		var val *worker.Worker
+		stage(StageValidator, func() { val, err = worker.New(ctx, js, a.reg, cfg.Valid, log.With("service", "validator")) })
 		if err != nil {
 			return err
 		}
 		val.UseMetrics(a.obs.validator)
 		a.obs.health.AddDegraded("validator_output", val.OutputCheck())
 		publishChecks = append(publishChecks, val.Check)
-		runs = append(runs, val.Run)
+		runs = append(runs, run{StageValidator, val.Run})
 	}
 	if roles.Writer {
 		// Beside the writer: log-stream delivery and alert rules, on the same valid stream.
-		out, err := outputs.Open(ctx, js, a.store, outputs.Config{Replicas: cfg.Limits.Replicas,
-			LogStreams: cfg.LogStreams, Alerts: cfg.Alerts}, a.obs.reg, log)
+		var out *outputs.Outputs
+		stage(StageOutputs, func() {
+			out, err = outputs.Open(ctx, js, a.store, outputs.Config{Replicas: cfg.Limits.Replicas,
+				LogStreams: cfg.LogStreams, Alerts: cfg.Alerts}, a.obs.reg, log)
+		})
 		if err != nil {
 			return err
 		}
-		runs = append(runs, out.Run)
+		runs = append(runs, run{StageOutputs, out.Run})
 		for i := range max(cfg.Writers, 1) {
-			wr, err := batcher.New(ctx, js, a.obs.writerStore, cfg.Writer, log.With("service", "writer", "writer", i))
+			var wr *batcher.Writer
+			stage(StageWriter, func() {
+				wr, err = batcher.New(ctx, js, a.obs.writerStore, cfg.Writer, log.With("service", "writer", "writer", i))
+			})
 			if err != nil {
 				return err
 			}
 			wr.UseRetention(a.ret.Days)
-			runs = append(runs, wr.Run)
+			runs = append(runs, run{StageWriter, wr.Run})
 		}
 	}
 	var exp *export.Service
 	if roles.Query {
-		if exp, err = export.Open(ctx, js, a.obs.queryStore, a.ret, cfg.Export, log.With("service", "export")); err != nil {
+		stage(StageQuery, func() {
+			exp, err = export.Open(ctx, js, a.obs.queryStore, a.ret, cfg.Export, log.With("service", "export"))
+		})
+		if err != nil {
 			return err
 		}
 		sweep := func(ctx context.Context) error {
 			organizations.Sweep(ctx, a.ret, a.store, cfg.RetentionSweep, log.With("service", "retention"))
 			return nil
 		}
-		runs = append(runs, exp.Run, sweep)
+		runs = append(runs, run{StageQuery, exp.Run}, run{StageOther, sweep})
 	}
 	// Settled events older than the keep time go; several trimmers (one per process) are harmless.
-	runs = append(runs, func(ctx context.Context) error {
+	runs = append(runs, run{StageOther, func(ctx context.Context) error {
 		natsx.NewTrimmer(js, log.With("service", "trimmer"), event.StreamRaw, event.StreamValid).Run(ctx)
 		return nil
-	})
+	}})
 	wctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	for _, run := range runs {
+	for _, r := range runs {
 		a.workers.Add(1)
-		go func() {
-			defer a.workers.Done()
-			if err := run(wctx); err != nil {
-				log.Error("worker stopped", "err", err)
-			}
-		}()
+		stage(r.stage, func() {
+			go func() {
+				defer a.workers.Done()
+				if err := r.fn(wctx); err != nil {
+					log.Error("worker stopped", "err", err)
+				}
+			}()
+		})
 	}
 
 	var rawStream jetstream.Stream
@@ -329,7 +341,7 @@ func (a *App) start(ctx context.Context, cfg Config) (err error) {
 		if rawStream, err = js.Stream(ctx, event.StreamRaw); err != nil {
 			return fmt.Errorf("failed to open stream %s: %w", event.StreamRaw, err)
 		}
-		a.raw = natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
+		stage(StageGateway, func() { a.raw = gateway.NewPublisher(nc, js) })
 		publishChecks = append(publishChecks, a.raw.Check)
 	}
 	if len(publishChecks) > 0 {
@@ -408,14 +420,18 @@ func (a *App) connect(cfg Config, roles Roles) (nc *nats.Conn, js jetstream.JetS
 		return nil, nil, err
 	}
 	if cfg.NATSURL != "" {
-		nc, js, err = natsx.Connect(cfg.NATSURL, "logbook-"+strings.ReplaceAll(roles.String(), ",", "-"), opts...)
+		stage(StageNATS, func() {
+			nc, js, err = natsx.Connect(cfg.NATSURL, "logbook-"+strings.ReplaceAll(roles.String(), ",", "-"), opts...)
+		})
 	} else {
-		a.ns, err = natsembed.Start(natsembed.Config{StoreDir: filepath.Join(cfg.DataDir, "nats"), Listen: cfg.NATSListen,
-			User: cfg.NATSAuth.User, Password: cfg.NATSAuth.Password})
+		stage(StageNATS, func() {
+			a.ns, err = natsembed.Start(natsembed.Config{StoreDir: filepath.Join(cfg.DataDir, "nats"), Listen: cfg.NATSListen,
+				User: cfg.NATSAuth.User, Password: cfg.NATSAuth.Password})
+		})
 		if err != nil {
 			return nil, nil, err
 		}
-		nc, js, err = natsx.ConnectInProcess(a.ns, "logbook", opts...)
+		stage(StageNATS, func() { nc, js, err = natsx.ConnectInProcess(a.ns, "logbook", opts...) })
 	}
 	a.nc = nc
 	return nc, js, err
@@ -434,11 +450,13 @@ func (a *App) serve(e *echo.Echo, addr string, hc wire.HTTPConfig) error {
 	}
 	a.Addr = ln.Addr().String()
 	a.http = wire.NewHTTPServer(e, hc)
-	go func() {
-		if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.log.Error("http server stopped", "err", err)
-		}
-	}()
+	stage(StageHTTP, func() {
+		go func() {
+			if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("http server stopped", "err", err)
+			}
+		}()
+	})
 	return nil
 }
 

@@ -87,7 +87,7 @@ func run(ctx context.Context, env *config.Env, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("failed to open stream %s: %w", event.StreamRaw, err)
 	}
-	raw := natsx.NewGroupCommit(nc, js, event.StreamRaw, natsx.DefaultGroupConfig())
+	raw := gateway.NewPublisher(nc, js)
 	defer raw.Close()
 	adm.Health.Add("publish", raw.Check)
 	e := wire.NewServer(log)

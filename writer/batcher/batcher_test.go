@@ -655,6 +655,6 @@ func TestThreeNodeClusterStoresEveryEvent(t *testing.T) {
 	require.Eventually(t, func() bool {
 		info := consumerInfo(t, js)
 		return info.NumPending == 0 && info.NumAckPending == 0
-	}, time.Minute, tick, "waiting for the writers to settle every message")
+	}, 2*time.Minute, tick, "waiting for the writers to settle every message")
 	requireStored(t, st, org, len(recs))
 }

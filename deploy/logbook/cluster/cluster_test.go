@@ -39,43 +39,18 @@ func TestMain(m *testing.M) {
 	if os.Getenv("LOGBOOK_CLUSTER") != "1" {
 		os.Exit(m.Run()) // TestCluster skips itself; nothing to build
 	}
-	dir, err := os.MkdirTemp("", "logbook-cluster-")
-	if err != nil {
-		panic(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	bins, err = proc.Build(ctx, dir, proc.NATSServer, proc.Logbook, proc.Ingest, proc.Validator)
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "failed to build the binaries:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// service is a Logbook process with its API address (none for a validator) and the URL of its
-// /readyz (the admin listener of a service, the main one of the storage node).
-type service struct {
-	*proc.Process
-	addr, ready string
-}
-
-func (s *service) waitReady(t *testing.T) {
-	t.Helper()
-	proc.WaitStatus(t, s.Process, s.ready, http.StatusOK, 90*time.Second)
+	os.Exit(proc.BuildAndRun(m, &bins, proc.NATSServer, proc.Logbook, proc.Ingest, proc.Validator))
 }
 
 // deployment is the services around the NATS cluster.
 type deployment struct {
 	nats       *natsCluster
-	storage    *service
+	storage    *proc.Service
 	storageDir string
-	ingests    []*service
+	ingests    []*proc.Service
 
 	mu         sync.Mutex
-	validators []*service
+	validators []*proc.Service
 }
 
 // env is every Logbook process's environment: the NATS cluster (all three nodes) and its
@@ -94,43 +69,37 @@ func deploy(t *testing.T, c *natsCluster) *deployment {
 	d := &deployment{nats: c, storageDir: t.TempDir()}
 	var prepared string
 	engine(t, "prepare", d.storageDir, nil, &prepared)
-	addr := proc.FreeAddr(t)
 	// store-stop-merges: the test's merge stop (engine "prepare") holds in the table's settings;
 	// the failpoint adds what the binary knows of it, where it does.
-	d.storage = &service{addr: addr, ready: "http://" + addr + "/readyz", Process: proc.Start(t, "storage", bins["logbook"], nil,
-		d.env("LOGBOOK_ROLES=writer,query", "LOGBOOK_ADDR="+addr, "LOGBOOK_DATA_DIR="+d.storageDir,
-			"LOGBOOK_FAILPOINTS=store-stop-merges=value:on"))}
+	d.storage = proc.StartStorage(t, bins["logbook"], d.env("LOGBOOK_DATA_DIR="+d.storageDir,
+		"LOGBOOK_FAILPOINTS=store-stop-merges=value:on")...)
 	for i := range 2 {
-		addr, admin := proc.FreeAddr(t), proc.FreeAddr(t)
-		d.ingests = append(d.ingests, &service{addr: addr, ready: "http://" + admin + "/readyz", Process: proc.Start(t,
-			fmt.Sprintf("ingest-%d", i), bins["ingest"], nil, d.env("LOGBOOK_ADDR="+addr, "LOGBOOK_ADMIN_ADDR="+admin))})
+		d.ingests = append(d.ingests, proc.StartIngest(t, fmt.Sprintf("ingest-%d", i), bins["ingest"], d.env()...))
 	}
 	for range 2 {
 		d.addValidator(t)
 	}
 	for _, s := range d.all() {
-		s.waitReady(t)
+		s.WaitReady(t)
 	}
 	return d
 }
 
 // addValidator starts one more validator process (not waiting for it).
-func (d *deployment) addValidator(t *testing.T) *service {
+func (d *deployment) addValidator(t *testing.T) *proc.Service {
 	t.Helper()
-	admin := proc.FreeAddr(t)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	v := &service{ready: "http://" + admin + "/readyz", Process: proc.Start(t,
-		fmt.Sprintf("validator-%d", len(d.validators)), bins["validator"], nil, d.env("LOGBOOK_ADMIN_ADDR="+admin))}
+	v := proc.StartValidator(t, fmt.Sprintf("validator-%d", len(d.validators)), bins["validator"], d.env()...)
 	d.validators = append(d.validators, v)
 	return v
 }
 
 // running returns the validators that have not been stopped.
-func (d *deployment) running() []*service {
+func (d *deployment) running() []*proc.Service {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var out []*service
+	var out []*proc.Service
 	for _, v := range d.validators {
 		if !v.Exited() {
 			out = append(out, v)
@@ -139,8 +108,8 @@ func (d *deployment) running() []*service {
 	return out
 }
 
-func (d *deployment) all() []*service {
-	return append(append([]*service{d.storage}, d.ingests...), d.running()...)
+func (d *deployment) all() []*proc.Service {
+	return append(append([]*proc.Service{d.storage}, d.ingests...), d.running()...)
 }
 
 // TestCluster is `make cluster` (LOGBOOK_CLUSTER=1; LOGBOOK_CLUSTER_DURATION, default 2m, at most
@@ -166,9 +135,9 @@ func TestCluster(t *testing.T) {
 	if c.cut == nil {
 		cutHow = fmt.Sprintf("frozen with SIGSTOP (no network namespace here: %v)", c.cutErr)
 	}
-	t.Logf("NATS %s; storage %s; ingest %s, %s", c.URLs, d.storage.addr, d.ingests[0].addr, d.ingests[1].addr)
+	t.Logf("NATS %s; storage %s; ingest %s, %s", c.URLs, d.storage.Addr, d.ingests[0].Addr, d.ingests[1].Addr)
 
-	l := startLoad([]string{d.ingests[0].addr, d.ingests[1].addr}, orgs)
+	l := startLoad([]string{d.ingests[0].Addr, d.ingests[1].Addr}, orgs)
 	stopWatch := make(chan struct{})
 	watching := watch(d, l, stopWatch)
 	time.Sleep(dwell)
@@ -212,8 +181,8 @@ func TestCluster(t *testing.T) {
 	l.begin("restart ingest-0 and validator-0")
 	d.ingests[0].Restart(t)
 	d.validators[0].Restart(t)
-	d.ingests[0].waitReady(t)
-	d.validators[0].waitReady(t)
+	d.ingests[0].WaitReady(t)
+	d.validators[0].WaitReady(t)
 	time.Sleep(dwell / 2)
 
 	// Roll the validators one at a time: SIGTERM, start, ready.
@@ -221,7 +190,7 @@ func TestCluster(t *testing.T) {
 	for _, v := range d.running() {
 		v.Stop(30 * time.Second)
 		v.Restart(t)
-		v.waitReady(t)
+		v.WaitReady(t)
 	}
 	time.Sleep(dwell / 2)
 
@@ -231,7 +200,7 @@ func TestCluster(t *testing.T) {
 		d.addValidator(t)
 	}
 	for _, v := range d.running() {
-		v.waitReady(t)
+		v.WaitReady(t)
 	}
 	time.Sleep(dwell)
 	// The one kept is connected to the node the cut will take off, where one is: so that the
@@ -262,7 +231,7 @@ func TestCluster(t *testing.T) {
 	for i := 0; i < 15 && len(connectedTo(d, cutNode)) == 0; i++ {
 		keep.Stop(30 * time.Second)
 		keep.Restart(t)
-		keep.waitReady(t)
+		keep.WaitReady(t)
 	}
 	on := connectedTo(d, cutNode)
 	l.begin("cut " + cutNode.name + " off (leader of both streams)")
@@ -279,7 +248,7 @@ func TestCluster(t *testing.T) {
 	// stopped answering (natsx.StaleAfter) and moves to another.
 	cutAt := time.Now()
 	for _, s := range d.all() {
-		for proc.Status(s.ready) != http.StatusOK {
+		for proc.Status(s.Ready) != http.StatusOK {
 			if time.Since(cutAt) > natsx.StaleAfter+time.Minute {
 				t.Fatalf("%s is not ready %s into the cut: it never left the cut node", s.Name, time.Since(cutAt).Round(time.Second))
 			}
@@ -309,13 +278,13 @@ func TestCluster(t *testing.T) {
 		if s.Exited() {
 			t.Fatalf("%s exited:\n%s", s.Name, s.Output())
 		}
-		s.waitReady(t)
+		s.WaitReady(t)
 	}
 	l.retryUnacked(t)
 	settle(t, c, 3*time.Minute)
 	counts := map[string]map[int]int{}
 	for _, o := range orgs {
-		counts[o] = stored(t, d.storage.addr, o)
+		counts[o] = stored(t, d.storage.Addr, o)
 	}
 	d.storage.Stop(60 * time.Second)
 	var rows map[string]map[string]uint64

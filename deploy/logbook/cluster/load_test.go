@@ -1,15 +1,15 @@
 package cluster
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/logbookhq/logbook/deploy/logbook/proc"
 )
 
 var client = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
@@ -20,27 +20,7 @@ var epoch = time.Now().UTC().Truncate(time.Second)
 // emit posts event n of org to the ingest process at addr with an Idempotency-Key, as the SDKs
 // do; it returns the status (0: no answer).
 func emit(addr, org string, n int) int {
-	body, _ := json.Marshal(map[string]any{
-		"organization_id": org,
-		"event": map[string]any{
-			"action": "doc.updated", "occurred_at": epoch.Add(time.Duration(n) * time.Millisecond).Format(time.RFC3339Nano),
-			"actor":    map[string]any{"id": "user_1", "type": "user"},
-			"targets":  []any{map[string]any{"id": "doc_1", "type": "doc"}},
-			"context":  map[string]any{"location": "127.0.0.1"},
-			"metadata": map[string]any{"n": n},
-		},
-	})
-	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/audit_logs/events", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+apiKey)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", fmt.Sprintf("%s-%d", org, n))
-	res, err := client.Do(req)
-	if err != nil {
-		return 0
-	}
-	defer res.Body.Close()
-	_, _ = io.Copy(io.Discard, res.Body)
-	return res.StatusCode
+	return proc.Emit(client, addr, apiKey, org, n, epoch.Add(time.Duration(n)*time.Millisecond))
 }
 
 // phase is a stretch of the run under one fault, with what the producers saw during it.

@@ -22,7 +22,7 @@ func watch(d *deployment, l *load, stop <-chan struct{}) *sync.WaitGroup {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		ready := map[*service]int{}
+		ready := map[*proc.Service]int{}
 		leaders := map[string]string{}
 		for {
 			select {
@@ -35,7 +35,7 @@ func watch(d *deployment, l *load, stop <-chan struct{}) *sync.WaitGroup {
 			var pw sync.WaitGroup
 			for i, s := range services {
 				pw.Add(1)
-				go func() { defer pw.Done(); codes[i] = proc.Status(s.ready) }()
+				go func() { defer pw.Done(); codes[i] = proc.Status(s.Ready) }()
 			}
 			pw.Wait()
 			for i, s := range services {

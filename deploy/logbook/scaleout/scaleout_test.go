@@ -7,10 +7,8 @@ package scaleout
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -35,35 +33,15 @@ const (
 var bins map[string]string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "logbook-scaleout-")
-	if err != nil {
-		panic(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	bins, err = proc.Build(ctx, dir, proc.NATSServer, proc.Logbook, proc.Ingest, proc.Validator)
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "failed to build the binaries:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// service is a Logbook process with its HTTP address (API, or nothing for a validator) and the
-// address serving its /readyz (the admin listener of a service, the main one of `logbook`).
-type service struct {
-	*proc.Process
-	addr, ready string
+	os.Exit(proc.BuildAndRun(m, &bins, proc.NATSServer, proc.Logbook, proc.Ingest, proc.Validator))
 }
 
 // deployment is one NATS server, ingest and validator services, and one storage node.
 type deployment struct {
 	nats       *proc.NATS
-	ingests    []*service
-	validators []*service
-	storage    *service
+	ingests    []*proc.Service
+	validators []*proc.Service
+	storage    *proc.Service
 }
 
 // common is every Logbook process's environment: the external NATS and its credentials, the key.
@@ -86,54 +64,28 @@ func deploy(t *testing.T, ingests, validators int) *deployment {
 	t.Helper()
 	d := &deployment{}
 	d.nats = startNATS(t)
-	addr := proc.FreeAddr(t)
-	d.storage = &service{addr: addr, ready: "http://" + addr + "/readyz", Process: proc.Start(t, "storage", bins["logbook"], nil,
-		append(d.common(), "LOGBOOK_ROLES=writer,query", "LOGBOOK_ADDR="+addr, "LOGBOOK_DATA_DIR="+t.TempDir(), "LOGBOOK_BATCH_WAIT=100ms"))}
+	d.storage = proc.StartStorage(t, bins["logbook"], append(d.common(), "LOGBOOK_DATA_DIR="+t.TempDir(), "LOGBOOK_BATCH_WAIT=100ms")...)
 	for i := 0; i < ingests; i++ {
-		addr, admin := proc.FreeAddr(t), proc.FreeAddr(t)
-		d.ingests = append(d.ingests, &service{addr: addr, ready: "http://" + admin + "/readyz", Process: proc.Start(t,
-			fmt.Sprintf("ingest-%d", i), bins["ingest"], nil, append(d.common(), "LOGBOOK_ADDR="+addr, "LOGBOOK_ADMIN_ADDR="+admin))})
+		d.ingests = append(d.ingests, proc.StartIngest(t, fmt.Sprintf("ingest-%d", i), bins["ingest"], d.common()...))
 	}
 	for i := 0; i < validators; i++ {
-		admin := proc.FreeAddr(t)
-		d.validators = append(d.validators, &service{ready: "http://" + admin + "/readyz", Process: proc.Start(t,
-			fmt.Sprintf("validator-%d", i), bins["validator"], nil, append(d.common(), "LOGBOOK_ADMIN_ADDR="+admin))})
+		d.validators = append(d.validators, proc.StartValidator(t, fmt.Sprintf("validator-%d", i), bins["validator"], d.common()...))
 	}
 	for _, s := range d.all() {
-		proc.WaitStatus(t, s.Process, s.ready, http.StatusOK, 90*time.Second)
+		s.WaitReady(t)
 	}
 	return d
 }
 
-func (d *deployment) all() []*service {
-	return append(append([]*service{d.storage}, d.ingests...), d.validators...)
+func (d *deployment) all() []*proc.Service {
+	return append(append([]*proc.Service{d.storage}, d.ingests...), d.validators...)
 }
 
 var client = &http.Client{Timeout: 15 * time.Second}
 
 // emit posts event n of org to an ingest process; it returns the status (0: no answer).
 func emit(addr, org string, n int) int {
-	body, _ := json.Marshal(map[string]any{
-		"organization_id": org,
-		"event": map[string]any{
-			"action": "doc.updated", "occurred_at": time.Now().UTC().Format(time.RFC3339Nano),
-			"actor":    map[string]any{"id": "user_1", "type": "user"},
-			"targets":  []any{map[string]any{"id": "doc_1", "type": "doc"}},
-			"context":  map[string]any{"location": "127.0.0.1"},
-			"metadata": map[string]any{"n": n},
-		},
-	})
-	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/audit_logs/events", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+apiKey)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", fmt.Sprintf("%s-%d", org, n))
-	res, err := client.Do(req)
-	if err != nil {
-		return 0
-	}
-	defer res.Body.Close()
-	_, _ = io.Copy(io.Discard, res.Body)
-	return res.StatusCode
+	return proc.Emit(client, addr, apiKey, org, n, time.Now())
 }
 
 // emitAll posts events from..to-1 of org, spread over the ingest processes by 8 producers, and
@@ -149,7 +101,7 @@ func (d *deployment) emitAll(t *testing.T, org string, from, to int) {
 		go func() {
 			defer wg.Done()
 			for n := range next {
-				if code := emit(d.ingests[n%len(d.ingests)].addr, org, n); code != http.StatusOK {
+				if code := emit(d.ingests[n%len(d.ingests)].Addr, org, n); code != http.StatusOK {
 					mu.Lock()
 					failed[n] = code
 					mu.Unlock()
@@ -205,7 +157,7 @@ func (d *deployment) waitStored(t *testing.T, org string, from, to int) {
 	t.Helper()
 	var counts map[int]int
 	require.Eventually(t, func() bool {
-		counts = stored(t, d.storage.addr, org)
+		counts = stored(t, d.storage.Addr, org)
 		return len(counts) >= to-from
 	}, 60*time.Second, 200*time.Millisecond, "events never became searchable on the storage node")
 	for n := from; n < to; n++ {
@@ -223,7 +175,7 @@ func TestStorageRoleBehindServiceProcesses(t *testing.T) {
 	d.emitAll(t, org, 0, 400)
 	d.waitStored(t, org, 0, 400)
 
-	req, _ := http.NewRequest(http.MethodPost, "http://"+d.storage.addr+"/audit_logs/events", bytes.NewReader([]byte(`{}`)))
+	req, _ := http.NewRequest(http.MethodPost, "http://"+d.storage.Addr+"/audit_logs/events", bytes.NewReader([]byte(`{}`)))
 	req.Header.Set("Authorization", "Bearer "+apiKey)
 	res, err := client.Do(req)
 	require.NoError(t, err)
@@ -257,13 +209,13 @@ func TestServiceReadinessFollowsNATS(t *testing.T) {
 	d.nats.Kill()
 	for _, s := range d.all() {
 		require.Eventually(t, func() bool {
-			code, nats := readyBody(s.ready)
+			code, nats := readyBody(s.Ready)
 			return code == http.StatusServiceUnavailable && nats == "failing"
 		}, 15*time.Second, 50*time.Millisecond, "%s stayed ready without NATS", s.Name)
 	}
 	time.Sleep(time.Second) // and stays unready while NATS is away
 	for _, s := range d.all() {
-		code, nats := readyBody(s.ready)
+		code, nats := readyBody(s.Ready)
 		assert.Equal(t, http.StatusServiceUnavailable, code, s.Name)
 		assert.Equal(t, "failing", nats, s.Name)
 		assert.False(t, s.Exited(), "%s exited while NATS was away", s.Name)
@@ -273,7 +225,7 @@ func TestServiceReadinessFollowsNATS(t *testing.T) {
 	d.nats.WaitHealthy(t)
 	for _, s := range d.all() {
 		require.Eventually(t, func() bool {
-			code, nats := readyBody(s.ready)
+			code, nats := readyBody(s.Ready)
 			return code == http.StatusOK && nats == "ok"
 		}, 30*time.Second, 50*time.Millisecond, "%s did not become ready again", s.Name)
 	}

@@ -24,6 +24,13 @@ type GroupConfig struct {
 	// MaxInFlight is how many batches may await their acknowledgement at once; while all are in
 	// flight, the next batch keeps growing. Default 2.
 	MaxInFlight int
+	// MinAtomic is the smallest batch sent as one atomic batch; a smaller one is sent message by
+	// message, pipelined, each message stored and synced on its own. nats-server stages an atomic
+	// batch of an R1 file stream in a temporary file store (directories created, synced and
+	// removed: about 4 syncs and 7 ms here, whatever the batch's size), while a lone message costs
+	// one append and one sync (about 0.3 ms). Default 8; 2 sends every batch of two or more
+	// atomically.
+	MinAtomic int
 	// Timeout is the deadline of every publish: a batch's acknowledgement, and each message's when
 	// a refused batch is re-sent one by one. A caller whose message is being sent waits at most
 	// about twice this long. Default 10 s.
@@ -35,7 +42,8 @@ type GroupConfig struct {
 
 // DefaultGroupConfig returns the defaults documented on GroupConfig.
 func DefaultGroupConfig() GroupConfig {
-	return GroupConfig{MaxMsgs: 1000, MaxBytes: 8 << 20, MaxInFlight: 2, Timeout: 10 * time.Second, StallAfter: 20 * time.Second}
+	return GroupConfig{MaxMsgs: 1000, MaxBytes: 8 << 20, MaxInFlight: 2, MinAtomic: 8, Timeout: 10 * time.Second,
+		StallAfter: 20 * time.Second}
 }
 
 // Errors a GroupCommit returns, to tell "certainly not stored" from "perhaps stored".
@@ -125,6 +133,9 @@ func NewGroupCommit(nc *nats.Conn, js jetstream.JetStream, stream string, cfg Gr
 	}
 	if cfg.StallAfter <= 0 {
 		cfg.StallAfter = 2 * cfg.Timeout
+	}
+	if cfg.MinAtomic <= 0 {
+		cfg.MinAtomic = d.MinAtomic
 	}
 	cfg.MaxMsgs, cfg.MaxBytes, cfg.MaxInFlight = max(cfg.MaxMsgs, 1), max(cfg.MaxBytes, 1), max(cfg.MaxInFlight, 1)
 	async, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(cfg.Timeout))
@@ -375,6 +386,11 @@ func (g *GroupCommit) send(batch []*pending) {
 		return
 	case 1:
 		finish(unique[0], g.publishOne(unique[0].msg))
+		return
+	}
+	if len(unique) < g.cfg.MinAtomic {
+		// Cheaper than staging an atomic batch, and the same outcome for every caller.
+		g.sendEach(unique, finish)
 		return
 	}
 	err := g.commit(unique)

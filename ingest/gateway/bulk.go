@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
 
 	"github.com/logbookhq/logbook/pkg/event"
 	"github.com/logbookhq/logbook/pkg/validate"
@@ -162,9 +163,12 @@ func (gw *Gateway) parseLine(ctx context.Context, line []byte, now time.Time, re
 	return l
 }
 
-// storeAll stores the lines concurrently (the group committer gathers them into atomic batches),
-// except that lines sharing an Idempotency-Key are stored one after the other, in request order:
-// the first is the request, the later ones are repeats of it (duplicate, or 409 for another body).
+// storeAll stores the lines, except that lines sharing an Idempotency-Key are stored one after
+// the other, in request order: the first is the request, the later ones are repeats of it
+// (duplicate, or 409 for another body). The first line of every key (and every line without one) is
+// published in one PublishAll, which the group committer sends as one atomic batch (published line
+// by line, the lines of a request were gathered into several batches as they came, each with the
+// fixed cost of an atomic batch); whatever needs more than that one publish is settled after.
 func (gw *Gateway) storeAll(ctx context.Context, lines []*bulkLine) {
 	var groups [][]*bulkLine
 	byKey := map[string]int{}
@@ -181,12 +185,39 @@ func (gw *Gateway) storeAll(ctx context.Context, lines []*bulkLine) {
 		byKey[k] = len(groups)
 		groups = append(groups, []*bulkLine{l})
 	}
+	pctx, cancel := context.WithTimeout(ctx, gw.cfg.PublishTimeout)
+	defer cancel()
+	data := make([][]byte, len(groups))
+	var msgs []*nats.Msg
+	for i, g := range groups {
+		d, err := g[0].rec.Marshal()
+		if err != nil {
+			g[0].fail(err)
+			continue
+		}
+		data[i] = d
+		msgs = append(msgs, g[0].message(d))
+	}
+	errs := gw.pub.PublishAll(pctx, msgs)
 	var wg sync.WaitGroup
-	for _, g := range groups {
+	next := 0
+	for i, g := range groups {
+		var first error
+		if data[i] != nil {
+			first = errs[next]
+			next++
+		}
+		if first == nil && data[i] != nil && len(g) == 1 {
+			gw.settle(pctx, g[0], data[i], nil) // stored: nothing to wait for
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for _, l := range g {
+			if data[i] != nil {
+				gw.settle(pctx, g[0], data[i], first)
+			}
+			for _, l := range g[1:] {
 				gw.store(ctx, l)
 			}
 		}()

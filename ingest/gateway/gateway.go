@@ -45,6 +45,8 @@ const MaxIdempotencyKeyLen = 256
 // is a natsx.GroupCommit on the raw stream, so concurrent requests share one disk sync.
 type publisher interface {
 	Publish(ctx context.Context, msg *nats.Msg) error
+	// PublishAll publishes msgs together, one result per message, each with Publish's meaning.
+	PublishAll(ctx context.Context, msgs []*nats.Msg) []error
 }
 
 // keyRecords reads the message a key's raw subject holds: the raw stream's jetstream.Stream.

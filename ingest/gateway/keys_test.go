@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -197,4 +198,26 @@ func TestKeyTakenButNotYetReadable(t *testing.T) {
 	r := e.postEvent(t, workosBody, withKey("k"))
 	requireEnvelope(t, r, http.StatusServiceUnavailable, "service_unavailable")
 	assert.Equal(t, uint64(1), e.rawCount(t))
+}
+
+// The lines of a bulk request (without keys, and the first line of each key) are published
+// together, as one atomic batch: not as many batches as the committer happens to gather.
+func TestBulkRequestIsOneAtomicBatch(t *testing.T) {
+	e := newEnv(t)
+	var lines []string
+	for i := range 300 {
+		if i%50 == 0 {
+			lines = append(lines, line(t, bodyN(t, i), fmt.Sprintf("k%d", i)))
+			continue
+		}
+		lines = append(lines, bodyN(t, i))
+	}
+	out := e.bulk(t, lines...)
+	require.Equal(t, 300, out.Accepted)
+	batches := map[string]int{}
+	for _, m := range e.rawMsgs(t) {
+		batches[m.Header.Get("Nats-Batch-Id")]++
+	}
+	assert.Len(t, batches, 1, "batches: %v", batches)
+	assert.NotContains(t, batches, "", "stored by an atomic batch")
 }

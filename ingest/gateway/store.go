@@ -83,6 +83,13 @@ func (gw *Gateway) store(ctx context.Context, l *bulkLine) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, gw.cfg.PublishTimeout)
 	defer cancel()
+	gw.settle(ctx, l, data, gw.pub.Publish(ctx, l.message(data)))
+}
+
+// settle sets l's result from err, the outcome of publishing l's record (encoded as data) once,
+// publishing it again where that is how the answer is found (an unconfirmed publish, a key's
+// subject taken by a message not readable yet).
+func (gw *Gateway) settle(ctx context.Context, l *bulkLine, data []byte, err error) {
 	unavailable := func(what string, err error) {
 		// Whatever the cause (full stream, NATS away, timeout), the event is not known to be
 		// stored: never answer 2xx. A retry with the same Idempotency-Key is safe.
@@ -90,7 +97,9 @@ func (gw *Gateway) store(ctx context.Context, l *bulkLine) {
 		l.fail(wire.Unavailable("The event could not be stored right now; retry shortly.", 1))
 	}
 	for attempt := 1; ; attempt++ {
-		err := gw.pub.Publish(ctx, l.message(data))
+		if attempt > 1 {
+			err = gw.pub.Publish(ctx, l.message(data))
+		}
 		if err == nil {
 			failpoint.Inject("gateway-after-publish") // stored, not yet answered
 			l.res.Status, l.res.ID = LineAccepted, l.rec.ID

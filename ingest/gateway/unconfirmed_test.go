@@ -36,6 +36,14 @@ func (l *lostAcks) Publish(ctx context.Context, msg *nats.Msg) error {
 	return nil
 }
 
+func (l *lostAcks) PublishAll(ctx context.Context, msgs []*nats.Msg) []error {
+	errs := make([]error, len(msgs))
+	for i, m := range msgs {
+		errs[i] = l.Publish(ctx, m)
+	}
+	return errs
+}
+
 // A 503 means not stored: an event without an Idempotency-Key whose publish went unconfirmed is
 // published again under the same message id until JetStream answers, and the producer is told the
 // truth (stored), never a 503 for an event that is in the stream.

@@ -122,6 +122,40 @@ func TestGroupCommitReportsAFullStream(t *testing.T) {
 	assert.Equal(t, 60-failed, len(ids), "exactly the acknowledged messages are stored")
 }
 
+// A batch smaller than MinAtomic is published message by message (no atomic batch staged), with
+// the same outcome per caller: a repeated id is acknowledged as stored, once; a batch of MinAtomic
+// or more goes atomically.
+func TestGroupCommitSendsSmallBatchesMessageByMessage(t *testing.T) {
+	ns, js := natstest.New(t)
+	nc, _, err := natsx.ConnectInProcess(ns, "gc")
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	cfg := natsx.DefaultGroupConfig()
+	cfg.MinAtomic = 5
+	g := natsx.NewGroupCommit(nc, js, event.StreamRaw, cfg)
+	t.Cleanup(g.Close)
+	ctx := context.Background()
+	require.NoError(t, g.Publish(ctx, rawMsg("org_a", "already-there", 10)))
+	small := []*nats.Msg{rawMsg("org_a", "s1", 10), rawMsg("org_b", "already-there", 10), rawMsg("org_a", "s2", 10),
+		rawMsg("org_a", "s2", 10)}
+	for i, err := range g.PublishAll(ctx, small) {
+		assert.NoError(t, err, "message %d", i)
+	}
+	ids, batches := storedIDs(t, js)
+	assert.ElementsMatch(t, []string{"already-there", "s1", "s2"}, ids)
+	assert.Equal(t, map[string]int{"": 3}, batches, "no atomic batch for fewer than MinAtomic messages")
+	var large []*nats.Msg
+	for i := range 1000 {
+		large = append(large, rawMsg("org_a", fmt.Sprintf("l%d", i), 10))
+	}
+	for i, err := range g.PublishAll(ctx, large) {
+		assert.NoError(t, err, "message %d", i)
+	}
+	ids, batches = storedIDs(t, js)
+	assert.Len(t, ids, 1003)
+	assert.Len(t, batches, 2, "one PublishAll of 1000 goes as one atomic batch, not split by the committer: %v", batches)
+}
+
 // A key-value bucket's stream takes group-committed writes: a put, a create (expected last
 // subject sequence 0) that holds, and one that fails without failing its batch-mates.
 func TestGroupCommitOnAKeyValueBucket(t *testing.T) {
@@ -267,6 +301,7 @@ func TestGroupCommitPublishesFailWithinTheirDeadline(t *testing.T) {
 	t.Cleanup(nc.Close)
 	cfg := natsx.DefaultGroupConfig()
 	cfg.Timeout = 500 * time.Millisecond
+	cfg.MinAtomic = 2 // the four messages below go as one atomic batch, refused whole
 	g := natsx.NewGroupCommit(nc, js, event.StreamRaw, cfg)
 	t.Cleanup(g.Close)
 	ctx := context.Background()

@@ -34,6 +34,11 @@ type Config struct {
 	BatchSize int
 	// FetchWait is how long a fetch waits for the first message. Default 1 s.
 	FetchWait time.Duration
+	// FetchLinger is how long a fetch that got its first message waits for more, up to BatchSize:
+	// every batch costs an in-flight marker write and an atomic batch on the valid stream (about
+	// 7 ms of nats-server work whatever its size), so a few milliseconds spent gathering divides
+	// that cost among more events. Default 20 ms.
+	FetchLinger time.Duration
 	// AckWait is how long JetStream waits for an ack or a progress report before redelivering.
 	// Messages in hand are reported in progress every AckWait/3, so it only expires when the
 	// process is gone. Default 30 s.
@@ -59,7 +64,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
-	return Config{BatchSize: 500, FetchWait: time.Second, AckWait: 30 * time.Second, Loops: 1,
+	return Config{BatchSize: 500, FetchWait: time.Second, FetchLinger: 20 * time.Millisecond, AckWait: 30 * time.Second, Loops: 1,
 		IsolateAfter: 2, CrashLimit: 3, RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 5 * time.Second,
 		DegradedAfter: time.Minute}
 }
@@ -78,7 +83,7 @@ func (c Config) withDefaults() Config {
 	for _, f := range []struct {
 		v   *time.Duration
 		def time.Duration
-	}{{&c.FetchWait, d.FetchWait}, {&c.AckWait, d.AckWait}, {&c.RetryBackoff, d.RetryBackoff},
+	}{{&c.FetchWait, d.FetchWait}, {&c.FetchLinger, d.FetchLinger}, {&c.AckWait, d.AckWait}, {&c.RetryBackoff, d.RetryBackoff},
 		{&c.MaxRetryBackoff, d.MaxRetryBackoff}, {&c.DegradedAfter, d.DegradedAfter}} {
 		if *f.v <= 0 {
 			*f.v = f.def
@@ -200,8 +205,8 @@ func (w *Worker) loop(ctx context.Context, id int, cons jetstream.Consumer) {
 	}
 }
 
-// fetch waits up to FetchWait for one message, then takes whatever else is already waiting, up to
-// BatchSize: low latency when idle, large batches under load.
+// fetch waits up to FetchWait for one message, then up to FetchLinger for more, up to BatchSize:
+// batches large enough to spread their fixed costs, without holding events long.
 func (w *Worker) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
 	first, err := cons.Fetch(1, jetstream.FetchMaxWait(w.cfg.FetchWait))
 	if err != nil {
@@ -211,7 +216,7 @@ func (w *Worker) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
 	if err != nil || len(msgs) == 0 || w.cfg.BatchSize == 1 {
 		return msgs, err
 	}
-	rest, err := cons.FetchNoWait(w.cfg.BatchSize - 1)
+	rest, err := cons.Fetch(w.cfg.BatchSize-1, jetstream.FetchMaxWait(w.cfg.FetchLinger))
 	if err != nil {
 		return msgs, nil // the first message is processed now; the rest come next round
 	}

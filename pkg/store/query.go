@@ -120,14 +120,31 @@ LIMIT {limit:UInt32}`
 // MaxPage is the largest page Search returns.
 const MaxPage = 1001
 
+// searchWindows are how far back from its newest end a newest-first page is looked for first, in
+// turn, before the rest of the history. Reading in reverse order stops at the limit, but it starts
+// in every part of the organization (each month is a partition of its own), and with a filter each
+// part's stream reads whole blocks before it has a row to offer: a page of one actor read most of
+// the organization. A window bounds occurred_at, so partitions and parts outside it are skipped
+// (10M events, 4M in the organization: one actor's newest page 1.97 s → 0.14 s read over 8 days).
+// The windows and the rest are disjoint and read in order, so the page is the one a single query
+// over everything returns; a sparse filter pays one more query per window.
+var searchWindows = []time.Duration{24 * time.Hour, 8 * 24 * time.Hour, 64 * 24 * time.Hour}
+
+const (
+	windowFrom = `
+  AND occurred_at >= fromUnixTimestamp64Milli({window_from:Int64}, 'UTC')`
+	windowTo = `
+  AND occurred_at < fromUnixTimestamp64Milli({window_to:Int64}, 'UTC')`
+)
+
 // Search returns up to limit of f's events strictly beyond from (nil: from the newest or the
 // oldest end), walking toward older events when older is true and toward newer ones otherwise, in
-// that walking order.
+// that walking order. Toward older events it reads the searchWindows first.
 func (s *Store) Search(ctx context.Context, f Filter, older bool, from *Position, limit int) ([]Event, error) {
 	if limit < 1 || limit > MaxPage {
 		return nil, fmt.Errorf("page limit %d out of range", limit)
 	}
-	p := Params{"limit": strconv.Itoa(limit)}
+	p := Params{}
 	where, err := f.where(p)
 	if err != nil {
 		return nil, err
@@ -142,15 +159,51 @@ func (s *Store) Search(ctx context.Context, f Filter, older bool, from *Position
 		p["at"] = strconv.FormatInt(from.OccurredAt.UnixMilli(), 10)
 		p["id"] = Text(from.ID)
 	}
-	if older {
-		q += newestFirst
-	} else {
-		q += oldestFirst
-	}
 	if f.Text != "" {
 		ctx = AsScan(ctx) // free text reads every row of the range: a scan
 	}
-	return s.events(ctx, q+pageLimit+s.limits.Search.Clause(), p, s.limits.Search)
+	tail := oldestFirst + pageLimit + s.limits.Search.Clause()
+	if older {
+		tail = newestFirst + pageLimit + s.limits.Search.Clause()
+	}
+	if !older {
+		p["limit"] = strconv.Itoa(limit)
+		return s.events(ctx, q+tail, p, s.limits.Search)
+	}
+	newest := time.Now()
+	if from != nil {
+		newest = from.OccurredAt
+	} else if !f.End.IsZero() {
+		newest = f.End
+	}
+	var out []Event
+	var to time.Time // the previous window's start; zero: none yet
+	for _, w := range append(searchWindows, 0) {
+		wq, wp := q, Params{}
+		for k, v := range p {
+			wp[k] = v
+		}
+		if !to.IsZero() {
+			wq += windowTo
+			wp["window_to"] = strconv.FormatInt(to.UnixMilli(), 10)
+		}
+		last := w == 0 || (!f.Start.IsZero() && !newest.Add(-w).After(f.Start))
+		if !last {
+			to = newest.Add(-w)
+			wq += windowFrom
+			wp["window_from"] = strconv.FormatInt(to.UnixMilli(), 10)
+		}
+		wp["limit"] = strconv.Itoa(limit - len(out))
+		evs, err := s.events(ctx, wq+tail, wp, s.limits.Search)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, evs...)
+		if last || len(out) == limit {
+			break
+		}
+	}
+	return out, nil
 }
 
 // Page is Search with only the organization as filter.

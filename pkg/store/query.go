@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -185,31 +186,123 @@ func (s *Store) GetWithin(ctx context.Context, org, id string, retentionDays uin
 	return &evs[0], nil
 }
 
-// Each calls fn for every event f selects, newest first when desc, streaming: memory does not
-// grow with the number of events. An error from fn stops the query and is returned.
+// ExportPartsPerRead bounds how many table parts one statement of Each reads. A read in
+// sorting-key order merges a stream per part it reads, each holding its own read and
+// decompression buffers, so one statement over an organization's whole history used memory in
+// proportion to the table's parts (issue 13: 2 GiB at 10M events). Each reads in time chunks
+// instead, each chunk holding at most this many parts (unless a single hour alone holds more).
+const ExportPartsPerRead = 8
+
+// Each calls fn for every event f selects, newest first when desc, streaming: memory grows neither
+// with the number of events nor with the number of parts they are stored in. An error from fn
+// stops the query and is returned.
+//
+// It reads in chunks of whole hours (the sorting key's bucket), so the chunks in turn give the
+// events in order: a first statement lists, per hour of f's range, the organization's rows and the
+// parts that hold them, and each chunk is the longest run of hours whose rows lie in at most
+// ExportPartsPerRead parts. Hours without rows at that moment are not read again (an export reads
+// after everything acknowledged before it is stored). The export limits hold for the whole read:
+// max_execution_time for all its statements together, max_memory_usage for each statement, and
+// max_rows_to_read for the listing, which reads every row of the range the chunks read, and for each
+// chunk.
 func (s *Store) Each(ctx context.Context, f Filter, desc bool, fn func(*Event) error) error {
-	p := Params{}
-	where, err := f.where(p)
+	began := time.Now()
+	l := s.limits.Export
+	chunks, err := s.chunks(ctx, f, l)
 	if err != nil {
 		return err
 	}
-	q := eventSelect + where + oldestFirst
 	if desc {
-		q = eventSelect + where + newestFirst
+		slices.Reverse(chunks)
 	}
 	var e Event
 	sc := e.scanner()
-	l := s.limits.Export
-	var fnErr error
-	err = s.db.Each(ctx, q+l.Clause(), p, sc.dest, func() error {
-		sc.finish()
-		fnErr = fn(&e)
-		return fnErr
-	})
-	if err != nil && fnErr == nil {
-		return AsLimitError(err, l)
+	for _, c := range chunks {
+		cl := l
+		if l.MaxExecutionTime > 0 {
+			if cl.MaxExecutionTime -= time.Since(began); cl.MaxExecutionTime <= 0 {
+				return &LimitError{Kind: LimitTime, Limits: l, Err: errors.New("the export's statements ran out of time")}
+			}
+		}
+		cf := f
+		cf.Start, cf.End = c.start, c.end
+		if !f.Start.IsZero() && f.Start.After(cf.Start) {
+			cf.Start = f.Start
+		}
+		if !f.End.IsZero() && f.End.Before(cf.End) {
+			cf.End = f.End
+		}
+		p := Params{}
+		where, err := cf.where(p)
+		if err != nil {
+			return err
+		}
+		q := eventSelect + where + oldestFirst
+		if desc {
+			q = eventSelect + where + newestFirst
+		}
+		var fnErr error
+		err = s.db.Each(ctx, q+cl.Clause(), p, sc.dest, func() error {
+			sc.finish()
+			fnErr = fn(&e)
+			return fnErr
+		})
+		if fnErr != nil {
+			return fnErr
+		}
+		if err != nil {
+			return AsLimitError(err, l)
+		}
 	}
-	return err
+	return nil
+}
+
+// chunk is a time range [start, end) of whole hours that one statement of Each reads.
+type chunk struct{ start, end time.Time }
+
+// chunks lists the hours of f's range that hold rows of its organization (ignoring f's other
+// filters) and the parts holding them, and groups them into chunks, oldest first (see Each).
+func (s *Store) chunks(ctx context.Context, f Filter, l QueryLimits) ([]chunk, error) {
+	p := Params{}
+	scope := Filter{Org: f.Org, Start: f.Start, End: f.End, RetentionDays: f.RetentionDays}
+	where, err := scope.where(p)
+	if err != nil {
+		return nil, err
+	}
+	q := `SELECT toUnixTimestamp(toStartOfHour(occurred_at)) AS hour, arrayStringConcat(groupUniqArray(_part), ' ')
+FROM events
+WHERE ` + where + `
+GROUP BY hour
+ORDER BY hour` + l.Clause()
+	var (
+		out   []chunk
+		hour  int64
+		names string
+		parts = map[string]bool{}
+	)
+	err = s.db.Each(ctx, q, p, []any{&hour, &names}, func() error {
+		at := time.Unix(hour, 0).UTC()
+		hourParts := strings.Fields(names)
+		n := len(parts)
+		for _, name := range hourParts {
+			if !parts[name] {
+				n++
+			}
+		}
+		if len(out) == 0 || n > ExportPartsPerRead {
+			out = append(out, chunk{start: at})
+			clear(parts)
+		}
+		for _, name := range hourParts {
+			parts[name] = true
+		}
+		out[len(out)-1].end = at.Add(time.Hour)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to plan the export's reads: %w", AsLimitError(err, l))
+	}
+	return out, nil
 }
 
 // events runs a SELECT of eventSelect's columns with limits l.

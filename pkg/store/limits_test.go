@@ -89,7 +89,8 @@ func TestExportMemoryDoesNotGrowWithParts(t *testing.T) {
 	org := storetest.NewOrg(t)
 	base := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -60)
 	const parts, perPart = 40, 500
-	var want []string
+	var want, within []string
+	from, to := base.AddDate(0, 0, 5).Add(30*time.Minute), base.AddDate(0, 0, 33).Add(time.Hour)
 	for p := range parts {
 		recs := make([]*event.Record, perPart)
 		for i := range recs {
@@ -97,6 +98,9 @@ func TestExportMemoryDoesNotGrowWithParts(t *testing.T) {
 			recs[i] = record(org, k, base.AddDate(0, 0, p).Add(time.Duration(i)*2*time.Minute))
 			recs[i].Event.Metadata = map[string]any{"note": strings.Repeat("x", 300)}
 			want = append(want, recs[i].ID)
+			if at := recs[i].Event.OccurredAt; !at.Before(from) && at.Before(to) {
+				within = append(within, recs[i].ID)
+			}
 		}
 		require.NoError(t, st.Insert(ctx, fmt.Sprintf("parts-%s-%d", org, p), recs))
 	}
@@ -115,4 +119,12 @@ func TestExportMemoryDoesNotGrowWithParts(t *testing.T) {
 		}
 		require.Equal(t, exp, got, "desc %v", desc)
 	}
+
+	// A range that begins and ends inside parts.
+	var got []string
+	require.NoError(t, low.Each(ctx, store.Filter{Org: org, Start: from, End: to}, false, func(e *store.Event) error {
+		got = append(got, e.ID)
+		return nil
+	}))
+	require.Equal(t, within, got)
 }

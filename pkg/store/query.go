@@ -198,19 +198,29 @@ const ExportPartsPerRead = 8
 // stops the query and is returned.
 //
 // It reads in chunks of whole hours (the sorting key's bucket), so the chunks in turn give the
-// events in order: a first statement lists, per hour of f's range, the organization's rows and the
-// parts that hold them, and each chunk is the longest run of hours whose rows lie in at most
-// ExportPartsPerRead parts. Hours without rows at that moment are not read again (an export reads
-// after everything acknowledged before it is stored). The export limits hold for the whole read:
+// events in order: a first statement lists, per hour of f's range, the parts that hold the
+// organization's rows, and the range is cut into consecutive chunks, each the longest run of hours
+// whose rows lie in at most ExportPartsPerRead parts (the first and last chunks reach to the ends
+// of f's range, so together they cover all of it). The export limits hold for the whole read:
 // max_execution_time for all its statements together, max_memory_usage for each statement, and
-// max_rows_to_read for the listing, which reads every row of the range the chunks read, and for each
-// chunk.
+// max_rows_to_read for the listing, which reads every row of the range, and for each chunk.
 func (s *Store) Each(ctx context.Context, f Filter, desc bool, fn func(*Event) error) error {
 	began := time.Now()
 	l := s.limits.Export
-	chunks, err := s.chunks(ctx, f, l)
+	cuts, err := s.cuts(ctx, f, l)
 	if err != nil {
 		return err
+	}
+	chunks := make([]Filter, 0, len(cuts)+1)
+	for i := 0; i <= len(cuts); i++ {
+		c := f
+		if i > 0 {
+			c.Start = cuts[i-1]
+		}
+		if i < len(cuts) {
+			c.End = cuts[i]
+		}
+		chunks = append(chunks, c)
 	}
 	if desc {
 		slices.Reverse(chunks)
@@ -224,16 +234,8 @@ func (s *Store) Each(ctx context.Context, f Filter, desc bool, fn func(*Event) e
 				return &LimitError{Kind: LimitTime, Limits: l, Err: errors.New("the export's statements ran out of time")}
 			}
 		}
-		cf := f
-		cf.Start, cf.End = c.start, c.end
-		if !f.Start.IsZero() && f.Start.After(cf.Start) {
-			cf.Start = f.Start
-		}
-		if !f.End.IsZero() && f.End.Before(cf.End) {
-			cf.End = f.End
-		}
 		p := Params{}
-		where, err := cf.where(p)
+		where, err := c.where(p)
 		if err != nil {
 			return err
 		}
@@ -257,31 +259,28 @@ func (s *Store) Each(ctx context.Context, f Filter, desc bool, fn func(*Event) e
 	return nil
 }
 
-// chunk is a time range [start, end) of whole hours that one statement of Each reads.
-type chunk struct{ start, end time.Time }
-
-// chunks lists the hours of f's range that hold rows of its organization (ignoring f's other
-// filters) and the parts holding them, and groups them into chunks, oldest first (see Each).
-func (s *Store) chunks(ctx context.Context, f Filter, l QueryLimits) ([]chunk, error) {
+// cuts lists the hours of f's range that hold rows of its organization (whatever f's other
+// filters) with the parts holding them, and returns where Each's chunks begin after the first,
+// oldest first: the start of each hour that would take its chunk past ExportPartsPerRead parts.
+func (s *Store) cuts(ctx context.Context, f Filter, l QueryLimits) ([]time.Time, error) {
 	p := Params{}
 	scope := Filter{Org: f.Org, Start: f.Start, End: f.End, RetentionDays: f.RetentionDays}
 	where, err := scope.where(p)
 	if err != nil {
 		return nil, err
 	}
-	q := `SELECT toUnixTimestamp(toStartOfHour(occurred_at)) AS hour, arrayStringConcat(groupUniqArray(_part), ' ')
+	q := `SELECT toInt64(intDiv(toUnixTimestamp64Milli(occurred_at), 3600000)) AS hour, arrayStringConcat(groupUniqArray(_part), ' ')
 FROM events
 WHERE ` + where + `
 GROUP BY hour
 ORDER BY hour` + l.Clause()
 	var (
-		out   []chunk
+		out   []time.Time
 		hour  int64
 		names string
 		parts = map[string]bool{}
 	)
 	err = s.db.Each(ctx, q, p, []any{&hour, &names}, func() error {
-		at := time.Unix(hour, 0).UTC()
 		hourParts := strings.Fields(names)
 		n := len(parts)
 		for _, name := range hourParts {
@@ -289,14 +288,13 @@ ORDER BY hour` + l.Clause()
 				n++
 			}
 		}
-		if len(out) == 0 || n > ExportPartsPerRead {
-			out = append(out, chunk{start: at})
+		if n > ExportPartsPerRead && len(parts) > 0 {
+			out = append(out, time.UnixMilli(hour*3_600_000).UTC())
 			clear(parts)
 		}
 		for _, name := range hourParts {
 			parts[name] = true
 		}
-		out[len(out)-1].end = at.Add(time.Hour)
 		return nil
 	})
 	if err != nil {

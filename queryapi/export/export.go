@@ -679,6 +679,9 @@ func (s *Service) produce(ctx context.Context, j *Job) (int64, error) {
 	}, fullReader{pr})
 	_ = pr.CloseWithError(err)
 	if err != nil {
+		// A chunk refused (the store is full) may still leave the small meta record stored after
+		// it: no half file stays listed.
+		_ = s.files.Delete(context.WithoutCancel(ctx), objectName(j))
 		return 0, fmt.Errorf("failed to write export %s: %w", j.ID, err)
 	}
 	return rows, nil

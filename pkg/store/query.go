@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -238,31 +239,121 @@ func (s *Store) GetWithin(ctx context.Context, org, id string, retentionDays uin
 	return &evs[0], nil
 }
 
-// Each calls fn for every event f selects, newest first when desc, streaming: memory does not
-// grow with the number of events. An error from fn stops the query and is returned.
+// ExportPartsPerRead bounds how many table parts one statement of Each reads. A read in
+// sorting-key order merges a stream per part it reads, each holding its own read and
+// decompression buffers, so one statement over an organization's whole history used memory in
+// proportion to the table's parts (issue 13: 2 GiB at 10M events). Each reads in time chunks
+// instead, each chunk holding at most this many parts (unless a single hour alone holds more).
+const ExportPartsPerRead = 8
+
+// Each calls fn for every event f selects, newest first when desc, streaming: memory grows neither
+// with the number of events nor with the number of parts they are stored in. An error from fn
+// stops the query and is returned.
+//
+// It reads in chunks of whole hours (the sorting key's bucket), so the chunks in turn give the
+// events in order: a first statement lists, per hour of f's range, the parts that hold the
+// organization's rows, and the range is cut into consecutive chunks, each the longest run of hours
+// whose rows lie in at most ExportPartsPerRead parts (the first and last chunks reach to the ends
+// of f's range, so together they cover all of it). The export limits hold for the whole read:
+// max_execution_time for all its statements together, max_memory_usage for each statement, and
+// max_rows_to_read for the listing, which reads every row of the range, and for each chunk.
 func (s *Store) Each(ctx context.Context, f Filter, desc bool, fn func(*Event) error) error {
-	p := Params{}
-	where, err := f.where(p)
+	began := time.Now()
+	l := s.limits.Export
+	cuts, err := s.cuts(ctx, f, l)
 	if err != nil {
 		return err
 	}
-	q := eventSelect + where + oldestFirst
+	chunks := make([]Filter, 0, len(cuts)+1)
+	for i := 0; i <= len(cuts); i++ {
+		c := f
+		if i > 0 {
+			c.Start = cuts[i-1]
+		}
+		if i < len(cuts) {
+			c.End = cuts[i]
+		}
+		chunks = append(chunks, c)
+	}
 	if desc {
-		q = eventSelect + where + newestFirst
+		slices.Reverse(chunks)
 	}
 	var e Event
 	sc := e.scanner()
-	l := s.limits.Export
-	var fnErr error
-	err = s.db.Each(ctx, q+l.Clause(), p, sc.dest, func() error {
-		sc.finish()
-		fnErr = fn(&e)
-		return fnErr
-	})
-	if err != nil && fnErr == nil {
-		return AsLimitError(err, l)
+	for _, c := range chunks {
+		cl := l
+		if l.MaxExecutionTime > 0 {
+			if cl.MaxExecutionTime -= time.Since(began); cl.MaxExecutionTime <= 0 {
+				return &LimitError{Kind: LimitTime, Limits: l, Err: errors.New("the export's statements ran out of time")}
+			}
+		}
+		p := Params{}
+		where, err := c.where(p)
+		if err != nil {
+			return err
+		}
+		q := eventSelect + where + oldestFirst
+		if desc {
+			q = eventSelect + where + newestFirst
+		}
+		var fnErr error
+		err = s.db.Each(ctx, q+cl.Clause(), p, sc.dest, func() error {
+			sc.finish()
+			fnErr = fn(&e)
+			return fnErr
+		})
+		if fnErr != nil {
+			return fnErr
+		}
+		if err != nil {
+			return AsLimitError(err, l)
+		}
 	}
-	return err
+	return nil
+}
+
+// cuts lists the hours of f's range that hold rows of its organization (whatever f's other
+// filters) with the parts holding them, and returns where Each's chunks begin after the first,
+// oldest first: the start of each hour that would take its chunk past ExportPartsPerRead parts.
+func (s *Store) cuts(ctx context.Context, f Filter, l QueryLimits) ([]time.Time, error) {
+	p := Params{}
+	scope := Filter{Org: f.Org, Start: f.Start, End: f.End, RetentionDays: f.RetentionDays}
+	where, err := scope.where(p)
+	if err != nil {
+		return nil, err
+	}
+	q := `SELECT toInt64(intDiv(toUnixTimestamp64Milli(occurred_at), 3600000)) AS hour, arrayStringConcat(groupUniqArray(_part), ' ')
+FROM events
+WHERE ` + where + `
+GROUP BY hour
+ORDER BY hour` + l.Clause()
+	var (
+		out   []time.Time
+		hour  int64
+		names string
+		parts = map[string]bool{}
+	)
+	err = s.db.Each(ctx, q, p, []any{&hour, &names}, func() error {
+		hourParts := strings.Fields(names)
+		n := len(parts)
+		for _, name := range hourParts {
+			if !parts[name] {
+				n++
+			}
+		}
+		if n > ExportPartsPerRead && len(parts) > 0 {
+			out = append(out, time.UnixMilli(hour*3_600_000).UTC())
+			clear(parts)
+		}
+		for _, name := range hourParts {
+			parts[name] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to plan the export's reads: %w", AsLimitError(err, l))
+	}
+	return out, nil
 }
 
 // events runs a SELECT of eventSelect's columns with limits l.

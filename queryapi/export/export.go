@@ -11,6 +11,7 @@
 package export
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/hmac"
@@ -660,7 +661,9 @@ func (s *Service) produce(ctx context.Context, j *Job) (int64, error) {
 	pr, pw := io.Pipe()
 	var rows int64
 	go func() {
-		w, err := newWriter(j.Filter.format(), pw)
+		// Whole object-store chunks through the pipe: one hand-over per 128 KiB, not per 4 KiB
+		// write of the CSV encoder (csv.Writer and the NDJSON writer use this buffer as theirs).
+		w, err := newWriter(j.Filter.format(), bufio.NewWriterSize(pw, chunkSize))
 		if err == nil {
 			err = s.events.Each(ctx, f, false, w.write)
 			rows = w.count()
@@ -670,11 +673,15 @@ func (s *Service) produce(ctx context.Context, j *Job) (int64, error) {
 	}()
 	_, err := s.files.Put(ctx, jetstream.ObjectMeta{
 		Name:        objectName(j),
+		Opts:        &jetstream.ObjectMetaOptions{ChunkSize: chunkSize},
 		Description: "audit log export of " + j.OrganizationID,
 		Headers:     map[string][]string{"Content-Type": {j.Filter.contentType()}},
 	}, fullReader{pr})
 	_ = pr.CloseWithError(err)
 	if err != nil {
+		// A chunk refused (the store is full) may still leave the small meta record stored after
+		// it: no half file stays listed.
+		_ = s.files.Delete(context.WithoutCancel(ctx), objectName(j))
 		return 0, fmt.Errorf("failed to write export %s: %w", j.ID, err)
 	}
 	return rows, nil

@@ -76,7 +76,7 @@ var (
 // once and closes at exit.
 //
 // args are passed to the engine after those two, e.g. server settings as
-// "--mark_cache_size=268435456" (see ServerSettings); every connection of the
+// "--mark_cache_size=268435456" (read back in system.server_settings); every connection of the
 // Conn is opened with the same arguments.
 func Open(libPath, dataDir string, args ...string) (*Conn, error) {
 	mu.Lock()

@@ -60,7 +60,7 @@ func main() {
 // (gateway, validator, writer, the embedded nats-server) collects harder as it nears it, instead of
 // growing to twice its live size. The embedded engine's memory is bounded apart
 // (LOGBOOK_ENGINE_MAX_MEMORY); the two with libchdb's code pages make the process's resident size.
-const defaultGoMemoryLimit = 512 << 20
+const defaultGoMemoryLimit = 1 << 30
 
 // servePprof serves net/http/pprof on its own listener (LOGBOOK_PPROF_ADDR, e.g. 127.0.0.1:6060),
 // never on the API's.

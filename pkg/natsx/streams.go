@@ -43,13 +43,12 @@ type StreamLimits struct {
 	// stream's messages are its record, so Keep may not be shorter. Default IdempotencyTTL (24 h);
 	// shorter only in tests.
 	IdempotencyWindow time.Duration
-	// Duplicates is JetStream's message-id dedup window. Default 2 minutes. JetStream holds every
+	// Duplicates is JetStream's message-id dedup window. Default 10 minutes. JetStream holds every
 	// id of the window in memory (about 170 bytes each, on the raw and the valid stream alike): at
-	// 10,000 events/s a 10-minute window holds 6 million ids per stream, 2 GiB of live heap. The window
-	// only has to cover the gateway's retry of an unconfirmed publish (its publish timeout, 10 s)
-	// and the group committer's one-by-one re-send; the validator's republish stays exactly-once
-	// whatever the window (validator/worker/republish.go: older raw messages are looked up
-	// before they are republished).
+	// 10,000 events/s a 10-minute window holds 6 million ids per stream, 2 GiB of live heap. A
+	// shorter window stays exactly-once (validator/worker/republish.go) but makes the validator
+	// scan the outputs for every redelivered message older than it: measured, a 2-minute window
+	// stalled validation of a backlog on a loaded machine (see docs/design.md, Memory).
 	Duplicates time.Duration
 	// Replicas is the stream replica count: 1 embedded, 3 in a cluster. Default 1.
 	Replicas int
@@ -59,7 +58,7 @@ type StreamLimits struct {
 func DefaultStreamLimits() StreamLimits {
 	return StreamLimits{
 		MaxBytes: 2 << 30, Keep: 24 * time.Hour, IdempotencyWindow: IdempotencyTTL,
-		Duplicates: 2 * time.Minute, Replicas: 1,
+		Duplicates: 10 * time.Minute, Replicas: 1,
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 )
 
 // The valid and rejected streams drop a republished message whose id they stored within their
-// duplicate window (LOGBOOK_STREAM_DUPLICATES, 2 minutes by default). Every copy of a record's
+// duplicate window (LOGBOOK_STREAM_DUPLICATES, 10 minutes by default). Every copy of a record's
 // republish is made after the raw message was stored, so while the raw message is younger than the
 // window (less a margin for clocks), republishing is safe whatever happened before. An older raw
 // message is republished only when no earlier attempt can have stored it: when it is delivered for

@@ -10,6 +10,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/logbookhq/logbook/deploy/logbook/app"
@@ -32,6 +33,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultGoMemoryLimit)
+	}
 	if addr := os.Getenv("LOGBOOK_PPROF_ADDR"); addr != "" {
 		servePprof(addr) // profiling for `make bench`; off unless set
 	}
@@ -51,6 +55,12 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// defaultGoMemoryLimit is the Go runtime's soft memory limit when GOMEMLIMIT is unset: the Go heap
+// (gateway, validator, writer, the embedded nats-server) collects harder as it nears it, instead of
+// growing to twice its live size. The embedded engine's memory is bounded apart
+// (LOGBOOK_ENGINE_MAX_MEMORY); the two with libchdb's code pages make the process's resident size.
+const defaultGoMemoryLimit = 1 << 30
 
 // servePprof serves net/http/pprof on its own listener (LOGBOOK_PPROF_ADDR, e.g. 127.0.0.1:6060),
 // never on the API's.

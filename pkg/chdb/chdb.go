@@ -74,7 +74,11 @@ var (
 // meant for tests; the engine's authors warn that many shutdown/boot cycles
 // in one process have corrupted the allocator on macOS, so a server opens
 // once and closes at exit.
-func Open(libPath, dataDir string) (*Conn, error) {
+//
+// args are passed to the engine after those two, e.g. server settings as
+// "--mark_cache_size=268435456" (read back in system.server_settings); every connection of the
+// Conn is opened with the same arguments.
+func Open(libPath, dataDir string, args ...string) (*Conn, error) {
 	mu.Lock()
 	defer mu.Unlock()
 	if opened {
@@ -92,9 +96,9 @@ func Open(libPath, dataDir string) (*Conn, error) {
 		return nil, fmt.Errorf("chdb: create data dir: %w", err)
 	}
 
-	c := &Conn{lib: l, dir: dir, priority: make(chan *session, PrioritySessions), readers: make(chan *session, ReadSessions)}
+	c := &Conn{lib: l, dir: dir, args: args, priority: make(chan *session, PrioritySessions), readers: make(chan *session, ReadSessions)}
 	for i := 0; i < PrioritySessions+ReadSessions; i++ {
-		handle, err := l.openConn(dir)
+		handle, err := l.openConn(dir, args)
 		if err != nil {
 			c.closeSessions()
 			return nil, err
@@ -114,9 +118,16 @@ func Open(libPath, dataDir string) (*Conn, error) {
 // openConn connects to the engine on dir, booting it if no connection is
 // open. Connecting may install the engine's signal handlers again, so the Go
 // runtime's are saved before and put back after.
-func (l *library) openConn(dir string) (*uintptr, error) {
+func (l *library) openConn(dir string, args []string) (*uintptr, error) {
 	argv := [][]byte{cString("clickhouse"), cString("--path=" + dir)}
-	ptrs := []*byte{&argv[0][0], &argv[1][0], nil}
+	for _, a := range args {
+		argv = append(argv, cString(a))
+	}
+	ptrs := make([]*byte, 0, len(argv)+1)
+	for _, a := range argv {
+		ptrs = append(ptrs, &a[0])
+	}
+	ptrs = append(ptrs, nil)
 	saved, err := l.saveSignals()
 	if err != nil {
 		return nil, err
@@ -241,7 +252,8 @@ func (l *library) restoreSignals(s *savedSignals) error {
 type Conn struct {
 	lib *library
 
-	dir string
+	dir  string
+	args []string // the engine's arguments after --path (Open)
 
 	mu       sync.RWMutex // read-held by calls, write-held by Close to mark it closed
 	closed   bool
@@ -344,7 +356,7 @@ func (c *Conn) run(s *session, query, format string, params map[string]string) (
 
 // renew replaces s's engine connection with a fresh one. Called with s.mu held.
 func (c *Conn) renew(s *session) error {
-	handle, err := c.lib.openConn(c.dir)
+	handle, err := c.lib.openConn(c.dir, c.args)
 	if err != nil {
 		return fmt.Errorf("chdb: renew a session after an error: %w", err)
 	}
@@ -382,7 +394,7 @@ func (c *Conn) QueryStream(ctx context.Context, query, format string, params map
 	c.mu.RUnlock()
 	defer c.streams.Done()
 	l := c.lib
-	handle, err := l.openConn(c.dir)
+	handle, err := l.openConn(c.dir, c.args)
 	if err != nil {
 		return err
 	}

@@ -221,6 +221,30 @@ func TestConcurrentUse(t *testing.T) {
 	}
 }
 
+// Arguments after the data dir reach the engine as server settings, on every connection of the
+// Conn (a session renewed after an error included).
+func TestOpenArgsAreServerSettings(t *testing.T) {
+	requireLib(t)
+	c, err := Open(DefaultLibPath(), t.TempDir(), "--mark_cache_size=123456789", "--max_server_memory_usage=987654321")
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	const q = "SELECT name, value FROM system.server_settings WHERE name IN ('mark_cache_size', 'max_server_memory_usage') ORDER BY name"
+	want := "mark_cache_size\t123456789\nmax_server_memory_usage\t987654321\n"
+	if got := query(t, c, q, "TabSeparated", nil); got != want {
+		t.Fatalf("server settings: got %q, want %q", got, want)
+	}
+	for range ReadSessions { // every read session fails once and is renewed
+		if _, err := c.Query(t.Context(), "SELECT throwIf(1)", "TabSeparated", nil); err == nil {
+			t.Fatal("throwIf(1) succeeded")
+		}
+	}
+	if got := query(t, c, q, "TabSeparated", nil); got != want {
+		t.Errorf("server settings after renewing the sessions: got %q, want %q", got, want)
+	}
+}
+
 func TestCloseReopenKeepsData(t *testing.T) {
 	dir := t.TempDir()
 	c := openTest(t, dir)

@@ -27,12 +27,13 @@ type Embedded struct {
 }
 
 // OpenEmbedded loads libchdb.so from libPath (chdb.DefaultLibPath() when empty) and opens the
-// engine on dataDir.
-func OpenEmbedded(libPath, dataDir string) (*Embedded, error) {
+// engine on dataDir, with the engine's start arguments args (see EngineMemory.Args; none: the
+// engine's defaults).
+func OpenEmbedded(libPath, dataDir string, args ...string) (*Embedded, error) {
 	if libPath == "" {
 		libPath = chdb.DefaultLibPath()
 	}
-	conn, err := chdb.Open(libPath, dataDir)
+	conn, err := chdb.Open(libPath, dataDir, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -93,6 +93,9 @@ type Config struct {
 	HTTP wire.HTTPConfig
 	// Reads are the ClickHouse limits of searches and exports.
 	Reads store.ReadLimits
+	// Engine bounds the embedded engine's memory (LOGBOOK_ENGINE_MAX_MEMORY,
+	// LOGBOOK_ENGINE_CACHE_BYTES); the zero value leaves the engine's own defaults.
+	Engine store.EngineMemory
 	// RateLimit is the per-API-key token bucket.
 	RateLimit wire.RateLimitConfig
 	// RetentionSweep is how often shortened retentions are enforced on older rows. Default 1 h.
@@ -143,6 +146,7 @@ func ConfigFromEnv(env *config.Env) Config {
 		Portal:         portal.ConfigFromEnv(env),
 		HTTP:           wire.HTTPFromEnv(env),
 		Reads:          store.ReadLimitsFromEnv(env),
+		Engine:         store.EngineMemoryFromEnv(env),
 		RateLimit:      wire.RateLimitFromEnv(env),
 		RetentionSweep: env.Duration("LOGBOOK_RETENTION_SWEEP", time.Hour),
 		BacklogAfter:   env.Duration("LOGBOOK_BACKLOG_DEGRADED_AFTER", obs.DefaultBacklogDegradedAfter),
@@ -235,7 +239,7 @@ func (a *App) start(ctx context.Context, cfg Config) (err error) {
 	}
 	var priority *store.Store // readiness: a session reads never hold
 	if roles.Storage() {
-		db, err := store.OpenEmbedded(cfg.LibPath, filepath.Join(cfg.DataDir, "clickhouse"))
+		db, err := store.OpenEmbedded(cfg.LibPath, filepath.Join(cfg.DataDir, "clickhouse"), cfg.Engine.Args()...)
 		if err != nil {
 			return err
 		}

@@ -43,12 +43,13 @@ type StreamLimits struct {
 	// stream's messages are its record, so Keep may not be shorter. Default IdempotencyTTL (24 h);
 	// shorter only in tests.
 	IdempotencyWindow time.Duration
-	// Duplicates is JetStream's message-id dedup window. Default 10 minutes. JetStream holds every
-	// id of the window in memory (about 170 bytes each, on the raw and the valid stream alike): at
-	// 10,000 events/s a 10-minute window holds 6 million ids per stream, 2 GiB of live heap. A
-	// shorter window stays exactly-once (validator/worker/republish.go) but makes the validator
-	// scan the outputs for every redelivered message older than it: measured, a 2-minute window
-	// stalled validation of a backlog on a loaded machine (see docs/design.md, Memory).
+	// Duplicates is JetStream's message-id dedup window of the valid and rejected streams, and of
+	// the raw stream up to RawDuplicates. Default 10 minutes. JetStream holds every id of the
+	// window in memory (about 170 bytes each): at 10,000 events/s a 10-minute window holds 6
+	// million ids per stream, 1 GiB of live heap. A shorter window on the outputs stays
+	// exactly-once (validator/worker/republish.go) but makes the validator scan the outputs for
+	// every redelivered message older than it: measured, a 2-minute window stalled validation of
+	// a backlog on a loaded machine (see docs/design.md, Memory).
 	Duplicates time.Duration
 	// Replicas is the stream replica count: 1 embedded, 3 in a cluster. Default 1.
 	Replicas int
@@ -89,6 +90,16 @@ const KeepMetadata = "logbook.keep"
 // trimmed reports whether Logbook trims stream (settled and older than its keep time).
 func trimmed(stream string) bool { return stream == event.StreamRaw || stream == event.StreamValid }
 
+// RawDuplicates caps the raw stream's dedup window. On the raw stream a message id only has to
+// catch the gateway's re-send of a publish whose answer it did not get (within its publish
+// timeout, 10 s, and the group committer's one-by-one re-send), a self-audit record written again
+// at once, and the redrive of a rejected event (which its expected subject sequence settles
+// anyway); an Idempotency-Key is kept by its subject for 24 hours, not by this window. A raw
+// message repeated later still meets the valid stream's full window, keyed by the event id. The
+// shorter window keeps the raw stream's ids out of memory: at bulk rates they were the larger
+// half of the process's heap.
+const RawDuplicates = 2 * time.Minute
+
 // StreamConfigs returns the configuration of the raw, valid and rejected streams.
 func StreamConfigs(l StreamLimits) []jetstream.StreamConfig {
 	base := func(name, subjects, desc string) jetstream.StreamConfig {
@@ -106,6 +117,9 @@ func StreamConfigs(l StreamLimits) []jetstream.StreamConfig {
 			DenyDelete:         true,
 			DenyPurge:          true,
 			AllowAtomicPublish: true,
+		}
+		if name == event.StreamRaw {
+			c.Duplicates = min(l.Duplicates, RawDuplicates)
 		}
 		if trimmed(name) {
 			// The Trimmer removes what is settled and older than Keep, with sequence-bounded purges.

@@ -181,3 +181,24 @@ func TestUnreservableCapIsNamed(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "LOGBOOK_STREAM_MAX_BYTES")
 }
+
+// The raw stream's dedup window only covers the gateway's re-send of an unconfirmed publish, so it
+// is at most RawDuplicates; the outputs keep the full window the validator's republish relies on.
+func TestRawStreamHasTheShortDedupWindow(t *testing.T) {
+	windows := func(l natsx.StreamLimits) map[string]time.Duration {
+		out := map[string]time.Duration{}
+		for _, c := range natsx.StreamConfigs(l) {
+			out[c.Name] = c.Duplicates
+		}
+		return out
+	}
+	assert.Equal(t, map[string]time.Duration{
+		event.StreamRaw: natsx.RawDuplicates, event.StreamValid: 10 * time.Minute, event.StreamRejected: 10 * time.Minute,
+	}, windows(natsx.DefaultStreamLimits()))
+	assert.Equal(t, 2*time.Minute, natsx.RawDuplicates)
+	l := natsx.DefaultStreamLimits()
+	l.Duplicates = time.Second // tests shorten every window
+	assert.Equal(t, map[string]time.Duration{
+		event.StreamRaw: time.Second, event.StreamValid: time.Second, event.StreamRejected: time.Second,
+	}, windows(l))
+}

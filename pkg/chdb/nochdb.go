@@ -16,7 +16,7 @@ var ErrNotBuiltIn = errors.New("chdb: this binary was built without the embedded
 type Conn struct{}
 
 // Open returns ErrNotBuiltIn.
-func Open(libPath, dataDir string) (*Conn, error) { return nil, ErrNotBuiltIn }
+func Open(libPath, dataDir string, args ...string) (*Conn, error) { return nil, ErrNotBuiltIn }
 
 // Query returns ErrNotBuiltIn.
 func (c *Conn) Query(ctx context.Context, query, format string, params map[string]string) ([]byte, error) {

@@ -1,6 +1,8 @@
 package faults
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -11,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 )
 
@@ -65,8 +69,10 @@ func soak(t *testing.T, duration time.Duration, orgs []string, withOutage bool, 
 		writerOutage(t, dir, orgs, ledgers, next)
 	}
 	kills, pauses := 0, 0
+	var nodes []*node // every run of the soak, for its log on failure
 	for time.Now().Before(end) {
 		n := start(t, dir, "", env...)
+		nodes = append(nodes, n)
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		for _, o := range orgs {
@@ -88,6 +94,7 @@ func soak(t *testing.T, duration time.Duration, orgs []string, withOutage bool, 
 		wg.Wait()
 	}
 	final := start(t, dir, "", env...)
+	nodes = append(nodes, final)
 	for _, o := range orgs {
 		l := ledgers[o]
 		for i := range l.sent { // producers retry what was not acknowledged, with the same keys
@@ -98,12 +105,18 @@ func soak(t *testing.T, duration time.Duration, orgs []string, withOutage bool, 
 	}
 	waitSettled(t, final)
 	counts := map[string]map[int]int{}
+	listedIDs := map[string]map[int][]string{}
 	for _, o := range orgs {
-		counts[o] = stored(t, final.addr, o)
+		listedIDs[o] = listed(t, final.addr, o)
+		counts[o] = map[int]int{}
+		for i, ids := range listedIDs[o] {
+			counts[o][i] = len(ids)
+		}
 	}
+	inStreams := streamCopies(final, orgs) // read before the kill: the streams keep everything here
 	final.kill()
 	rows := copies(t, dir, orgs...)
-	var report []string
+	var report, diag []string
 	failed := false
 	for _, o := range orgs {
 		l := ledgers[o]
@@ -113,14 +126,29 @@ func soak(t *testing.T, duration time.Duration, orgs []string, withOutage bool, 
 				lost++
 			}
 		}
+		idNum := map[string]int{} // event id → number, from the listing
+		for i, ids := range listedIDs[o] {
+			for _, id := range ids {
+				idNum[id] = i
+			}
+		}
 		for i, c := range counts[o] {
 			if c > 1 || !l.sent[i] {
 				dup++
+				diag = append(diag, fmt.Sprintf("%s n=%d listed %d times by the API (ids %v, sent %v, acked %v); rows per id %v; streams: %s",
+					o, i, c, listedIDs[o][i], l.sent[i], l.acked[i], rowsOf(rows[o], listedIDs[o][i]), strings.Join(inStreams[streamKey{o, i}], ", ")))
 			}
 		}
-		for _, r := range rows[o] {
+		for id, r := range rows[o] {
 			if r > 1 {
 				dup++
+				i, ok := idNum[id]
+				where := "not listed by the API"
+				if ok {
+					where = fmt.Sprintf("n=%d listed %d times (ids %v); streams: %s", i, counts[o][i], listedIDs[o][i],
+						strings.Join(inStreams[streamKey{o, i}], ", "))
+				}
+				diag = append(diag, fmt.Sprintf("%s id %s has %d rows in ClickHouse; %s", o, id, r, where))
 			}
 		}
 		failed = failed || lost > 0 || dup > 0
@@ -129,7 +157,101 @@ func soak(t *testing.T, duration time.Duration, orgs []string, withOutage bool, 
 	}
 	sort.Strings(report)
 	fmt.Printf("%s: %s, %d kills, %d pauses %v\n%s\n", t.Name(), duration, kills, pauses, env, strings.Join(report, "\n"))
+	if failed {
+		sort.Strings(diag)
+		fmt.Printf("what is doubled:\n%s\n", strings.Join(diag, "\n"))
+		for k, n := range nodes {
+			fmt.Printf("run %d of %d: WARN/ERROR lines of logbook's log:\n%s\n", k+1, len(nodes), warnings(n.log.String()))
+		}
+	}
 	require.False(t, failed, "events were lost or duplicated")
+}
+
+// rowsOf returns the rows ClickHouse holds for each of ids.
+func rowsOf(rows map[string]uint64, ids []string) map[string]uint64 {
+	out := map[string]uint64{}
+	for _, id := range ids {
+		out[id] = rows[id]
+	}
+	return out
+}
+
+// warnings returns the lines of a logbook log that are not INFO or DEBUG (WARN, ERROR, and
+// anything that is not a JSON log line, such as a panic), at most the last 400.
+func warnings(log string) string {
+	var out []string
+	for _, line := range strings.Split(log, "\n") {
+		if line == "" || strings.Contains(line, `"level":"INFO"`) || strings.Contains(line, `"level":"DEBUG"`) {
+			continue
+		}
+		out = append(out, line)
+	}
+	if len(out) > 400 {
+		out = append([]string{fmt.Sprintf("(%d lines before left out)", len(out)-400)}, out[len(out)-400:]...)
+	}
+	return strings.Join(out, "\n")
+}
+
+// streamKey is an event of the soak: its organization and number.
+type streamKey struct {
+	org string
+	n   int
+}
+
+// streamCopies reads the raw, valid and rejected streams of a running node and returns, per event
+// of orgs, where each copy is: stream, sequence, event id and message id.
+func streamCopies(n *node, orgs []string) map[streamKey][]string {
+	out := map[streamKey][]string{}
+	want := map[string]bool{}
+	for _, o := range orgs {
+		want[o] = true
+	}
+	nc, err := nats.Connect("nats://" + n.nats)
+	if err != nil {
+		out[streamKey{}] = []string{err.Error()}
+		return out
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		out[streamKey{}] = []string{err.Error()}
+		return out
+	}
+	ctx := context.Background()
+	for _, stream := range []string{"LOGBOOK_RAW", "LOGBOOK_VALID", "LOGBOOK_REJECTED"} {
+		c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
+		if err != nil {
+			continue
+		}
+		for {
+			b, err := c.Fetch(1000, jetstream.FetchMaxWait(time.Second))
+			if err != nil {
+				break
+			}
+			got := 0
+			for m := range b.Messages() {
+				got++
+				var rec struct {
+					ID    string `json:"id"`
+					Org   string `json:"organization_id"`
+					Event struct {
+						Metadata map[string]int `json:"metadata"`
+					} `json:"event"`
+				}
+				if json.Unmarshal(m.Data(), &rec) != nil || !want[rec.Org] {
+					continue
+				}
+				meta, _ := m.Metadata()
+				k := streamKey{rec.Org, rec.Event.Metadata["n"]}
+				out[k] = append(out[k], fmt.Sprintf("%s seq %d id %s msg-id %s", stream, meta.Sequence.Stream, rec.ID,
+					m.Headers().Get(jetstream.MsgIDHeader)))
+			}
+			if got == 0 {
+				break
+			}
+		}
+	}
+	return out
 }
 
 // writerOutage is the outage phase: producers send while the writer is held past the streams'

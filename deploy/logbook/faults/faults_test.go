@@ -192,6 +192,17 @@ func load(n *node, org string, l *ledger, next *int, stop <-chan struct{}) {
 func stored(t *testing.T, addr, org string) map[int]int {
 	t.Helper()
 	counts := map[int]int{}
+	for i, ids := range listed(t, addr, org) {
+		counts[i] = len(ids)
+	}
+	return counts
+}
+
+// listed lists every event of org through the query API and returns the event ids listed for
+// each number, once per listing (an id twice when the API listed it twice).
+func listed(t *testing.T, addr, org string) map[int][]string {
+	t.Helper()
+	out := map[int][]string{}
 	after := ""
 	for {
 		q := "organization_id=" + org + "&limit=1000"
@@ -204,6 +215,7 @@ func stored(t *testing.T, addr, org string) map[int]int {
 		require.NoError(t, err)
 		var page struct {
 			Data []struct {
+				ID       string         `json:"id"`
 				Metadata map[string]int `json:"metadata"`
 			} `json:"data"`
 			ListMetadata struct {
@@ -213,10 +225,10 @@ func stored(t *testing.T, addr, org string) map[int]int {
 		require.NoError(t, json.NewDecoder(res.Body).Decode(&page))
 		res.Body.Close()
 		for _, d := range page.Data {
-			counts[d.Metadata["n"]]++
+			out[d.Metadata["n"]] = append(out[d.Metadata["n"]], d.ID)
 		}
 		if page.ListMetadata.After == nil {
-			return counts
+			return out
 		}
 		after = *page.ListMetadata.After
 	}

@@ -161,7 +161,7 @@ func soak(t *testing.T, duration time.Duration, orgs []string, withOutage bool, 
 		sort.Strings(diag)
 		fmt.Printf("what is doubled:\n%s\n", strings.Join(diag, "\n"))
 		for k, n := range nodes {
-			fmt.Printf("run %d of %d: WARN/ERROR lines of logbook's log:\n%s\n", k+1, len(nodes), warnings(n.log.String()))
+			fmt.Printf("run %d of %d (pid %d): WARN/ERROR lines of logbook's log:\n%s\n", k+1, len(nodes), n.cmd.Process.Pid, warnings(n.log.String()))
 		}
 	}
 	require.False(t, failed, "events were lost or duplicated")
@@ -202,6 +202,7 @@ type streamKey struct {
 // of orgs, where each copy is: stream, sequence, event id and message id.
 func streamCopies(n *node, orgs []string) map[streamKey][]string {
 	out := map[streamKey][]string{}
+	validSeqs := map[streamKey][]uint64{} // for the writer's batch records below
 	want := map[string]bool{}
 	for _, o := range orgs {
 		want[o] = true
@@ -245,9 +246,47 @@ func streamCopies(n *node, orgs []string) map[streamKey][]string {
 				k := streamKey{rec.Org, rec.Event.Metadata["n"]}
 				out[k] = append(out[k], fmt.Sprintf("%s seq %d id %s msg-id %s", stream, meta.Sequence.Stream, rec.ID,
 					m.Headers().Get(jetstream.MsgIDHeader)))
+				if stream == "LOGBOOK_VALID" {
+					validSeqs[k] = append(validSeqs[k], meta.Sequence.Stream)
+				}
 			}
 			if got == 0 {
 				break
+			}
+		}
+	}
+	// The writer's batch records (its ledger bucket) that hold each valid message: two records
+	// holding one sequence would mean two batches stored it.
+	kv, err := js.KeyValue(ctx, "logbook_writer_batches")
+	if err != nil {
+		return out
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return out
+	}
+	for key := range keys.Keys() {
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			continue
+		}
+		var r struct {
+			Runs   [][2]uint64 `json:"runs"`
+			State  string      `json:"state"`
+			Writer string      `json:"writer"`
+			Token  string      `json:"token"`
+		}
+		if json.Unmarshal(e.Value(), &r) != nil {
+			continue
+		}
+		for k, seqs := range validSeqs {
+			for _, seq := range seqs {
+				for _, run := range r.Runs {
+					if run[0] <= seq && seq <= run[1] {
+						out[k] = append(out[k], fmt.Sprintf("valid seq %d in batch record %s rev %d state %s writer %s token %s runs %v",
+							seq, key, e.Revision(), r.State, r.Writer, r.Token, r.Runs))
+					}
+				}
 			}
 		}
 	}

@@ -223,6 +223,7 @@ type item struct {
 // rest form a new batch, recorded only if no other writer recorded any of them meanwhile.
 func (w *Writer) flush(ctx, stop context.Context, msgs []jetstream.Msg) {
 	items := make([]item, 0, len(msgs))
+	at := map[uint64]int{} // stream sequence → its item
 	for _, m := range msgs {
 		meta, err := m.Metadata()
 		if err != nil {
@@ -230,11 +231,20 @@ func (w *Writer) flush(ctx, stop context.Context, msgs []jetstream.Msg) {
 			w.held.release(m)
 			continue
 		}
+		// JetStream delivers a message again once AckWait passes without word from this writer (a
+		// pause of the process), possibly to this very collect: the batch holds each message once,
+		// its latest delivery (an ack of it settles the message whichever delivery it answers).
+		if i, dup := at[meta.Sequence.Stream]; dup {
+			w.held.release(items[i].msg)
+			items[i].msg = m
+			continue
+		}
 		rec, err := event.Unmarshal(m.Data())
 		if err != nil {
 			w.deadLetter(ctx, m, err)
 			continue
 		}
+		at[meta.Sequence.Stream] = len(items)
 		items = append(items, item{meta.Sequence.Stream, m, rec})
 	}
 	slices.SortFunc(items, func(a, b item) int { return cmp.Compare(a.seq, b.seq) })
@@ -258,7 +268,7 @@ func (w *Writer) flush(ctx, stop context.Context, msgs []jetstream.Msg) {
 				return // shutting down: what is left is redelivered to a writer that can go on
 			}
 		}
-		if len(fresh) == 0 {
+		if fresh = w.dropAcked(ctx, stop, fresh); len(fresh) == 0 {
 			return
 		}
 		r := w.newRecord(fresh)
@@ -288,6 +298,45 @@ func (w *Writer) flush(ctx, stop context.Context, msgs []jetstream.Msg) {
 		w.storeFresh(ctx, stop, r, fresh)
 		return
 	}
+}
+
+// dropAcked acks and leaves out the items at or below the writer consumer's ack floor: those were
+// acknowledged, so they are stored, but their batch's record may be gone, since prune purges a
+// record once the ack floor passes it and leaves nothing a catch-up could find. Recorded in a batch
+// of their own they would be stored twice (a writer that held them past AckWait while another
+// stored, acked and pruned them). The floor is read after the items were looked up in the ledger:
+// a record pruned before that lookup was passed by the floor read here, and one pruned after it
+// was found. Nil when stop ended first (the items are released).
+func (w *Writer) dropAcked(ctx, stop context.Context, items []item) []item {
+	if len(items) == 0 {
+		return nil
+	}
+	var floor uint64
+	if !w.retry(stop, "read the writer consumer", func() error {
+		info, err := w.cons.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("failed to read consumer %s: %w", event.ConsumerWriter, err)
+		}
+		floor = info.AckFloor.Stream
+		return nil
+	}) {
+		w.held.release(msgsOf(items)...)
+		return nil
+	}
+	var acked []item
+	keep := items[:0:0]
+	for _, it := range items {
+		if it.seq <= floor {
+			acked = append(acked, it)
+			continue
+		}
+		keep = append(keep, it)
+	}
+	if len(acked) > 0 {
+		w.log.Warn("acking messages another writer stored and acknowledged meanwhile", "messages", len(acked), "ack_floor", floor)
+		w.ack(msgsOf(acked))
+	}
+	return keep
 }
 
 // newRecord describes a new batch of items (in sequence order).

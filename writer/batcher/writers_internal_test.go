@@ -278,6 +278,93 @@ func TestStalledWriterDoesNotStoreWhatAnotherStored(t *testing.T) {
 	}
 }
 
+// A writer that stalled past AckWait with messages in hand, not yet recorded, must not store them
+// once another writer has stored them, acknowledged them and pruned their batch's record (prune
+// purges it from the bucket, so the stalled writer's catch-up finds no trace of it): those
+// messages are at or below the consumer's ack floor. Before, the stalled writer recorded them as a
+// batch of its own and stored them again (the chaos test's "duplicated" under two writers).
+func TestStalledWriterDoesNotStoreWhatAnotherStoredAndPruned(t *testing.T) {
+	ctx := context.Background()
+	_, js := natstest.New(t)
+	org := storetest.NewOrg(t)
+	cfg := DefaultConfig()
+	cfg.MaxWait, cfg.AckWait = 100*time.Millisecond, time.Second
+	log := slog.New(slog.DiscardHandler)
+	trace := newTracingStore(t)
+
+	recs := testRecords(org, 500, 25)
+	publishRecords(t, js, recs)
+	stalled, err := New(ctx, js, &sharedTrace{trace}, cfg, log)
+	require.NoError(t, err)
+	defer stalled.held.stop()
+	b, err := stalled.cons.Fetch(len(recs), jetstream.FetchMaxWait(5*time.Second))
+	require.NoError(t, err)
+	var msgs []jetstream.Msg
+	for m := range b.Messages() {
+		msgs = append(msgs, m)
+	}
+	require.Len(t, msgs, len(recs))
+
+	// While it is stalled, JetStream redelivers to another writer, which stores them in smaller
+	// batches (under other tokens), acknowledges them and prunes their records.
+	ocfg := cfg
+	ocfg.MaxRows = 10
+	other, err := New(ctx, js, &sharedTrace{trace}, ocfg, log)
+	require.NoError(t, err)
+	stop := runWriter(t, other)
+	requireSettled(t, other)
+	requireRows(t, trace.real, org, len(recs))
+	stop()
+	other.prune(ctx)
+	require.Zero(t, other.ledger.count(), "the other writer pruned its records")
+
+	// The stalled writer wakes up and goes on where it stopped.
+	stalled.flush(ctx, ctx, msgs)
+	assert.Empty(t, trace.twice(), "events stored by two INSERTs")
+	assert.Empty(t, storetest.Duplicates(t, trace.real, org))
+	assert.Zero(t, stalled.held.held(), "the stalled writer settled what it held")
+}
+
+// A message JetStream delivers again while the writer is still gathering its batch (the process
+// was paused past AckWait between two fetches of one collect) comes twice in the batch's messages:
+// it must be stored once. Before, both copies went into the batch and its INSERT stored the event
+// as two rows (the chaos test's "duplicated 2" under two writers: one id, two rows, one message on
+// the valid stream, one batch record, no warning).
+func TestMessageDeliveredTwiceInOneBatchIsStoredOnce(t *testing.T) {
+	ctx := context.Background()
+	_, js := natstest.New(t)
+	org := storetest.NewOrg(t)
+	cfg := DefaultConfig()
+	cfg.MaxWait, cfg.AckWait = 100*time.Millisecond, time.Second
+	log := slog.New(slog.DiscardHandler)
+	trace := newTracingStore(t)
+
+	recs := testRecords(org, 600, 5)
+	publishRecords(t, js, recs)
+	w, err := New(ctx, js, &sharedTrace{trace}, cfg, log)
+	require.NoError(t, err)
+	defer w.held.stop()
+	fetch := func() []jetstream.Msg {
+		b, err := w.cons.Fetch(len(recs), jetstream.FetchMaxWait(5*time.Second))
+		require.NoError(t, err)
+		var msgs []jetstream.Msg
+		for m := range b.Messages() {
+			msgs = append(msgs, m)
+		}
+		require.Len(t, msgs, len(recs))
+		return msgs
+	}
+	first := fetch()
+	time.Sleep(cfg.AckWait + 300*time.Millisecond) // paused: JetStream delivers them again
+	again := fetch()
+
+	w.flush(ctx, ctx, append(first, again...))
+	assert.Empty(t, trace.twice(), "events stored twice")
+	assert.Empty(t, storetest.Duplicates(t, trace.real, org))
+	requireRows(t, trace.real, org, len(recs))
+	requireSettled(t, w)
+}
+
 // Issue 9 item 8: ledger records are keyed by the stream's identity. A recreated valid stream
 // reuses sequences from 1; a record of the old stream must not settle the new stream's messages.
 // Before, the new messages were acked as "already stored" and lost.

@@ -220,40 +220,18 @@ func streamCopies(n *node, orgs []string) map[streamKey][]string {
 	}
 	ctx := context.Background()
 	for _, stream := range []string{"LOGBOOK_RAW", "LOGBOOK_VALID", "LOGBOOK_REJECTED"} {
-		c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
-		if err != nil {
-			continue
-		}
-		for {
-			b, err := c.Fetch(1000, jetstream.FetchMaxWait(time.Second))
-			if err != nil {
-				break
+		_ = eachRecord(ctx, js, stream, func(m jetstream.Msg, rec streamRecord) {
+			if !want[rec.Org] {
+				return
 			}
-			got := 0
-			for m := range b.Messages() {
-				got++
-				var rec struct {
-					ID    string `json:"id"`
-					Org   string `json:"organization_id"`
-					Event struct {
-						Metadata map[string]int `json:"metadata"`
-					} `json:"event"`
-				}
-				if json.Unmarshal(m.Data(), &rec) != nil || !want[rec.Org] {
-					continue
-				}
-				meta, _ := m.Metadata()
-				k := streamKey{rec.Org, rec.Event.Metadata["n"]}
-				out[k] = append(out[k], fmt.Sprintf("%s seq %d id %s msg-id %s", stream, meta.Sequence.Stream, rec.ID,
-					m.Headers().Get(jetstream.MsgIDHeader)))
-				if stream == "LOGBOOK_VALID" {
-					validSeqs[k] = append(validSeqs[k], meta.Sequence.Stream)
-				}
+			meta, _ := m.Metadata()
+			k := streamKey{rec.Org, rec.Event.Metadata["n"]}
+			out[k] = append(out[k], fmt.Sprintf("%s seq %d id %s msg-id %s", stream, meta.Sequence.Stream, rec.ID,
+				m.Headers().Get(jetstream.MsgIDHeader)))
+			if stream == "LOGBOOK_VALID" {
+				validSeqs[k] = append(validSeqs[k], meta.Sequence.Stream)
 			}
-			if got == 0 {
-				break
-			}
-		}
+		})
 	}
 	// The writer's batch records (its ledger bucket) that hold each valid message: two records
 	// holding one sequence would mean two batches stored it.

@@ -438,32 +438,13 @@ func locate(t *testing.T, n *node, nums []int) string {
 	var out []string
 	ctx := context.Background()
 	for _, stream := range []string{"LOGBOOK_RAW", "LOGBOOK_VALID", "LOGBOOK_REJECTED"} {
-		c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
-		if err != nil {
+		if err := eachRecord(ctx, js, stream, func(m jetstream.Msg, rec streamRecord) {
+			if want[rec.Event.Metadata["n"]] {
+				meta, _ := m.Metadata()
+				out = append(out, fmt.Sprintf("n=%d id=%s in %s seq %d", rec.Event.Metadata["n"], rec.ID, stream, meta.Sequence.Stream))
+			}
+		}); err != nil {
 			return err.Error()
-		}
-		for {
-			b, err := c.Fetch(500, jetstream.FetchMaxWait(time.Second))
-			if err != nil {
-				break
-			}
-			got := 0
-			for m := range b.Messages() {
-				got++
-				var rec struct {
-					ID    string `json:"id"`
-					Event struct {
-						Metadata map[string]int `json:"metadata"`
-					} `json:"event"`
-				}
-				if json.Unmarshal(m.Data(), &rec) == nil && want[rec.Event.Metadata["n"]] {
-					meta, _ := m.Metadata()
-					out = append(out, fmt.Sprintf("n=%d id=%s in %s seq %d", rec.Event.Metadata["n"], rec.ID, stream, meta.Sequence.Stream))
-				}
-			}
-			if got == 0 {
-				break
-			}
 		}
 		for _, name := range []string{"validator", "writer"} {
 			if cons, err := js.Consumer(ctx, stream, name); err == nil {
@@ -509,4 +490,38 @@ func TestTwoWritersUnderRedeliveriesMidInsert(t *testing.T) {
 	redriven := strings.Count(n.log.String(), "re-driving a batch")
 	t.Logf("batches re-driven after a redelivery mid-insert: %d", redriven)
 	require.Positive(t, redriven, "the scenario must make JetStream redeliver messages mid-insert")
+}
+
+// streamRecord is what the diagnostics read of a stored event: its id, organization and number.
+type streamRecord struct {
+	ID    string `json:"id"`
+	Org   string `json:"organization_id"`
+	Event struct {
+		Metadata map[string]int `json:"metadata"`
+	} `json:"event"`
+}
+
+// eachRecord calls fn for every message of stream that decodes as an event, oldest first.
+func eachRecord(ctx context.Context, js jetstream.JetStream, stream string, fn func(jetstream.Msg, streamRecord)) error {
+	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return err
+	}
+	for {
+		b, err := c.Fetch(1000, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return nil
+		}
+		got := 0
+		for m := range b.Messages() {
+			got++
+			var rec streamRecord
+			if json.Unmarshal(m.Data(), &rec) == nil {
+				fn(m, rec)
+			}
+		}
+		if got == 0 {
+			return nil
+		}
+	}
 }

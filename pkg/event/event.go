@@ -94,8 +94,45 @@ func Unmarshal(data []byte) (*Record, error) {
 // tokens, so dots, wildcards and spaces are refused at the door.
 var OrgIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-// ValidOrgID reports whether id matches OrgIDPattern.
-func ValidOrgID(id string) bool { return OrgIDPattern.MatchString(id) }
+// ValidOrgID reports whether id matches OrgIDPattern. Every hop checks it (gateway, validator,
+// writer), so it is a byte loop rather than the regular expression.
+func ValidOrgID(id string) bool { return IsWord(id, 64) }
+
+// IsWord reports whether s is 1 to max letters, digits, '_' or '-' (ASCII).
+func IsWord(s string, max int) bool {
+	if len(s) == 0 || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !wordByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// IsDottedWords reports whether s is words (IsWord, any length) joined by single dots, as an
+// action name is: `^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`.
+func IsDottedWords(s string) bool {
+	prev := byte('.') // at the start a dot is as wrong as after a dot
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '.':
+			if prev == '.' {
+				return false
+			}
+		case !wordByte(c):
+			return false
+		}
+		prev = c
+	}
+	return prev != '.'
+}
+
+func wordByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-'
+}
 
 // SelfAuditOrgID is the organization Logbook records its own administrative changes in (API keys
 // created and revoked, schemas registered, retention changed, exports requested, viewer links

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -56,11 +55,6 @@ func (fe FieldErrors) Error() string {
 	}
 	return "validation failed: " + strings.Join(parts, "; ")
 }
-
-var (
-	actionPattern      = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
-	metadataKeyPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,40}$`)
-)
 
 // CreateEvent is a parsed create-event request.
 type CreateEvent struct {
@@ -174,7 +168,7 @@ func (c *checker) event(obj map[string]any, now time.Time) event.Event {
 	var ev event.Event
 	c.allowOnly("event.", obj, "action", "occurred_at", "version", "actor", "targets", "context", "metadata")
 	ev.Action = c.str("event.action", obj["action"], true, MaxActionLen)
-	if ev.Action != "" && !actionPattern.MatchString(ev.Action) {
+	if ev.Action != "" && !event.IsDottedWords(ev.Action) {
 		c.add("event.action", "event.action must be dot-separated words of letters, digits, '_' and '-'")
 	}
 	if s := c.str("event.occurred_at", obj["occurred_at"], true, 64); s != "" {
@@ -251,7 +245,7 @@ func (c *checker) metadata(field string, v any) map[string]any {
 		return nil
 	}
 	for k, val := range m {
-		if !metadataKeyPattern.MatchString(k) {
+		if !event.IsWord(k, MaxMetadataKeyLen) {
 			c.add(field, fmt.Sprintf("%s keys must be 1 to %d letters, digits, '_' or '-' (got %q)", field, MaxMetadataKeyLen, truncate(k, 50)))
 			continue
 		}
@@ -280,7 +274,7 @@ func truncate(s string, n int) string {
 
 // ValidAction reports whether name is an acceptable action name.
 func ValidAction(name string) bool {
-	return len(name) <= MaxActionLen && actionPattern.MatchString(name)
+	return len(name) <= MaxActionLen && event.IsDottedWords(name)
 }
 
 // ParseRecord decodes a record read from the raw stream (which other paths than the gateway may

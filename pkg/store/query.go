@@ -137,12 +137,12 @@ var searchWindows = []time.Duration{24 * time.Hour, 8 * 24 * time.Hour, 64 * 24 
 const searchEvidence = 8 * 24 * time.Hour
 
 // nextWindow returns how far back from the page's newest end the next statement of a newest-first
-// page reads, when the statements so far read back to covered (0: none yet) and found rows of the
-// limit; 0 means all the rest. It is the first window unless the rate seen so far (found per
-// covered) predicts the page is not filled in it: a sparse filter then skips the windows that would
-// each cost a statement and return a few rows, and reads the rest at once (issue 13: at 1M events a
-// rare target id's page was four statements, 2.6× the time of one). Before searchEvidence the next
-// window is read even if the rate predicts too little.
+// page reads (0: all the rest), when the statements so far read back to covered (0: none yet) and
+// found rows of the limit. The first statement reads the first window; each next one the first
+// window that the rate seen so far (found per covered) predicts to fill the page, or, when none
+// does, the rest: a sparse filter does not pay a statement per window for a few rows each (issue 13:
+// a rare target id's page was four statements). Before searchEvidence was read, it is the next
+// window rather than the rest.
 func nextWindow(covered time.Duration, found, limit int) time.Duration {
 	var next time.Duration // the first window beyond covered
 	for _, w := range searchWindows {

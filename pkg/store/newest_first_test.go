@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,6 +75,97 @@ func TestNewestFirstPagesAcrossWindows(t *testing.T) {
 				}
 			}
 			assert.Equal(t, ranged, walk(store.Filter{Org: org, Start: start, End: end}, limit))
+			var rangedMine []string
+			for i := 0; i < len(ranged); i += 2 {
+				rangedMine = append(rangedMine, ranged[i])
+			}
+			assert.Equal(t, rangedMine, walk(store.Filter{Org: org, ActorIDs: []string{"user_2"}, Start: start, End: end}, limit))
+		})
+	}
+}
+
+// statementCounter passes every statement to the real engine and counts the SELECTs.
+type statementCounter struct {
+	store.DB
+	n *int
+}
+
+func (c statementCounter) Query(ctx context.Context, q string, p store.Params) (store.Rows, error) {
+	*c.n++
+	return c.DB.Query(ctx, q, p)
+}
+
+// A newest-first page of a sparse filter does not step through every window: the rows found so
+// far tell how far back the page must reach, and once a filter found (almost) nothing in the last
+// 8 days the rest is read in one statement. The page is the same as through every window.
+func TestNewestFirstSparseFilterSkipsWindows(t *testing.T) {
+	ctx := context.Background()
+	var stmts int
+	s := storetest.Shared(t).Decorate(func(db store.DB) store.DB { return statementCounter{DB: db, n: &stmts} })
+	org := storetest.NewOrg(t)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	var recs []*event.Record
+	add := func(actor string, at time.Time) {
+		r := storetest.Record(org, len(recs), at)
+		r.Event.Actor.ID = actor
+		recs = append(recs, r)
+	}
+	for i := range 40 { // the organization's own traffic: dense in every window
+		add("user_busy", now.Add(-time.Duration(i)*time.Hour))
+		add("user_busy", now.Add(-time.Duration(i)*24*time.Hour-time.Minute))
+	}
+	// user_rare: nothing in the last 8 days, a few events further back.
+	for _, d := range []int{9, 30, 70, 200} {
+		add("user_rare", now.Add(-time.Duration(d)*24*time.Hour))
+	}
+	// user_mid: 5 events a day, in the last day and over the next 20 days.
+	for h := range 21 * 24 {
+		if h%5 == 0 {
+			add("user_mid", now.Add(-time.Duration(h)*time.Hour-time.Second))
+		}
+	}
+	require.NoError(t, s.Insert(ctx, "sparse-"+org, recs))
+	newestFirst := func(actor string) []string { // what a single query over everything returns
+		var mine []*event.Record
+		for _, r := range recs {
+			if r.Event.Actor.ID == actor {
+				mine = append(mine, r)
+			}
+		}
+		slices.SortFunc(mine, func(a, b *event.Record) int {
+			if c := b.Event.OccurredAt.Compare(a.Event.OccurredAt); c != 0 {
+				return c
+			}
+			return strings.Compare(b.ID, a.ID)
+		})
+		var ids []string
+		for _, r := range mine {
+			ids = append(ids, r.ID)
+		}
+		return ids
+	}
+
+	for _, tt := range []struct {
+		actor      string
+		limit      int
+		statements int // through every window: 4 for user_rare, 3 for user_mid
+	}{
+		{"user_rare", 10, 3},  // the last day, the last 8 days (nothing), then the rest at once
+		{"user_mid", 50, 2},   // the last day (5 rows) says 8 days are too few: then 64 days
+		{"user_busy", 1, 1},   // filled in the last day
+		{"user_mid", 1000, 3}, // no window can fill it: the last day, the last 8 days, the rest
+	} {
+		t.Run(fmt.Sprint(tt.actor, " ", tt.limit), func(t *testing.T) {
+			stmts = 0
+			page, err := s.Search(ctx, store.Filter{Org: org, ActorIDs: []string{tt.actor}}, true, nil, tt.limit)
+			require.NoError(t, err)
+			var got []string
+			for _, e := range page {
+				got = append(got, e.ID)
+			}
+			want := newestFirst(tt.actor)
+			assert.Equal(t, want[:min(tt.limit, len(want))], got)
+			assert.Equal(t, tt.statements, stmts, "statements")
 		})
 	}
 }

@@ -121,15 +121,46 @@ LIMIT {limit:UInt32}`
 // MaxPage is the largest page Search returns.
 const MaxPage = 1001
 
-// searchWindows are how far back from its newest end a newest-first page is looked for first, in
-// turn, before the rest of the history. Reading in reverse order stops at the limit, but it starts
-// in every part of the organization (each month is a partition of its own), and with a filter each
+// searchWindows are how far back from its newest end a newest-first page is looked for first,
+// before the rest of the history. Reading in reverse order stops at the limit, but it starts in
+// every part of the organization (each month is a partition of its own), and with a filter each
 // part's stream reads whole blocks before it has a row to offer: a page of one actor read most of
 // the organization. A window bounds occurred_at, so partitions and parts outside it are skipped
 // (10M events, 4M in the organization: one actor's newest page 1.97 s → 0.14 s read over 8 days).
 // The windows and the rest are disjoint and read in order, so the page is the one a single query
-// over everything returns; a sparse filter pays one more query per window.
+// over everything returns. Which of them are read is nextWindow's choice.
 var searchWindows = []time.Duration{24 * time.Hour, 8 * 24 * time.Hour, 64 * 24 * time.Hour}
+
+// searchEvidence is how far back a newest-first page must have read before a filter that found
+// (almost) nothing there is judged sparse and the rest is read in one statement: one empty day
+// says little about an actor who acts every other day.
+const searchEvidence = 8 * 24 * time.Hour
+
+// nextWindow returns how far back from the page's newest end the next statement of a newest-first
+// page reads (0: all the rest), when the statements so far read back to covered (0: none yet) and
+// found rows of the limit. The first statement reads the first window; each next one the first
+// window that the rate seen so far (found per covered) predicts to fill the page, or, when none
+// does, the rest: a sparse filter does not pay a statement per window for a few rows each (issue 13:
+// a rare target id's page was four statements). Before searchEvidence was read, it is the next
+// window rather than the rest.
+func nextWindow(covered time.Duration, found, limit int) time.Duration {
+	var next time.Duration // the first window beyond covered
+	for _, w := range searchWindows {
+		if w <= covered {
+			continue
+		}
+		if covered == 0 || float64(found)*float64(w-covered) >= float64(limit-found)*float64(covered) {
+			return w
+		}
+		if next == 0 {
+			next = w
+		}
+	}
+	if covered < searchEvidence {
+		return next
+	}
+	return 0
+}
 
 const (
 	windowFrom = `
@@ -179,7 +210,7 @@ func (s *Store) Search(ctx context.Context, f Filter, older bool, from *Position
 	}
 	var out []Event
 	var to time.Time // the previous window's start; zero: none yet
-	for _, w := range append(searchWindows, 0) {
+	for w := nextWindow(0, 0, limit); ; w = nextWindow(newest.Sub(to), len(out), limit) {
 		wq, wp := q, Params{}
 		for k, v := range p {
 			wp[k] = v

@@ -56,6 +56,12 @@ const (
 // long as its client keeps reading.
 const DownloadWriteTimeout = 60 * time.Second
 
+// DownloadMaxTime bounds a download's wait for the stored file's chunks. nats.go gives each read
+// of an object the context's deadline, or 5 seconds when there is none: a pause of the chunks
+// longer than that (a busy server; make bench's 10M export, 2 GB) cut the download mid-file. The
+// client leaving ends a download sooner.
+const DownloadMaxTime = time.Hour
+
 // Limits on a create-export request.
 const (
 	MaxBodyBytes      = 64 << 10
@@ -454,12 +460,21 @@ func (s *Service) download(c echo.Context) error {
 	if err != nil {
 		return wire.Unavailable("Exports are unavailable right now; retry shortly.", 1)
 	}
+	ctx, cancel := context.WithTimeout(ctx, DownloadMaxTime)
+	defer cancel()
 	obj, err := s.files.Get(ctx, objectName(j))
 	if err != nil {
 		return wire.Unavailable("The export file is unavailable right now; retry shortly.", 1)
 	}
 	defer obj.Close()
+	info, err := obj.Info()
+	if err != nil {
+		return wire.Unavailable("The export file is unavailable right now; retry shortly.", 1)
+	}
 	h := c.Response().Header()
+	// The declared length makes a file cut off mid-way a broken response (net/http closes the
+	// connection on a short body), never the clean end of a shorter CSV.
+	h.Set(echo.HeaderContentLength, strconv.FormatUint(info.Size, 10))
 	h.Set(echo.HeaderContentType, j.Filter.contentType())
 	h.Set(echo.HeaderContentDisposition, `attachment; filename="`+objectName(j)+`"`)
 	h.Set("Cache-Control", "no-store")

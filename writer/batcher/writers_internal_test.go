@@ -237,17 +237,14 @@ func TestStalledWriterDoesNotStoreWhatAnotherStored(t *testing.T) {
 			stalled, err := New(ctx, js, &sharedTrace{trace}, cfg, log)
 			require.NoError(t, err)
 			defer stalled.held.stop()
-			b, err := stalled.cons.Fetch(len(recs), jetstream.FetchMaxWait(5*time.Second))
-			require.NoError(t, err)
 			var items []item
-			for m := range b.Messages() {
+			for _, m := range fetchMsgs(t, stalled, len(recs)) {
 				meta, err := m.Metadata()
 				require.NoError(t, err)
 				rec, err := event.Unmarshal(m.Data())
 				require.NoError(t, err)
 				items = append(items, item{meta.Sequence.Stream, m, rec})
 			}
-			require.Len(t, items, len(recs))
 			var r *batchRecord
 			if recorded {
 				r = stalled.newRecord(items)
@@ -297,13 +294,7 @@ func TestStalledWriterDoesNotStoreWhatAnotherStoredAndPruned(t *testing.T) {
 	stalled, err := New(ctx, js, &sharedTrace{trace}, cfg, log)
 	require.NoError(t, err)
 	defer stalled.held.stop()
-	b, err := stalled.cons.Fetch(len(recs), jetstream.FetchMaxWait(5*time.Second))
-	require.NoError(t, err)
-	var msgs []jetstream.Msg
-	for m := range b.Messages() {
-		msgs = append(msgs, m)
-	}
-	require.Len(t, msgs, len(recs))
+	msgs := fetchMsgs(t, stalled, len(recs))
 
 	// While it is stalled, JetStream redelivers to another writer, which stores them in smaller
 	// batches (under other tokens), acknowledges them and prunes their records.
@@ -344,19 +335,9 @@ func TestMessageDeliveredTwiceInOneBatchIsStoredOnce(t *testing.T) {
 	w, err := New(ctx, js, &sharedTrace{trace}, cfg, log)
 	require.NoError(t, err)
 	defer w.held.stop()
-	fetch := func() []jetstream.Msg {
-		b, err := w.cons.Fetch(len(recs), jetstream.FetchMaxWait(5*time.Second))
-		require.NoError(t, err)
-		var msgs []jetstream.Msg
-		for m := range b.Messages() {
-			msgs = append(msgs, m)
-		}
-		require.Len(t, msgs, len(recs))
-		return msgs
-	}
-	first := fetch()
+	first := fetchMsgs(t, w, len(recs))
 	time.Sleep(cfg.AckWait + 300*time.Millisecond) // paused: JetStream delivers them again
-	again := fetch()
+	again := fetchMsgs(t, w, len(recs))
 
 	w.flush(ctx, ctx, append(first, again...))
 	assert.Empty(t, trace.twice(), "events stored twice")
@@ -403,3 +384,17 @@ func TestRecreatedStreamDoesNotReuseLedgerRecords(t *testing.T) {
 }
 
 var _ = errors.New
+
+// fetchMsgs takes n messages from w's consumer and holds them, as a writer that stalls with a
+// batch in hand does.
+func fetchMsgs(t *testing.T, w *Writer, n int) []jetstream.Msg {
+	t.Helper()
+	b, err := w.cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
+	require.NoError(t, err)
+	var msgs []jetstream.Msg
+	for m := range b.Messages() {
+		msgs = append(msgs, m)
+	}
+	require.Len(t, msgs, n)
+	return msgs
+}

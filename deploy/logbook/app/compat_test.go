@@ -213,6 +213,19 @@ func (c *client) pollExport(id string) response {
 	return r
 }
 
+// exportFile requests an export (body: the create-export request), waits until it is ready and
+// downloads its file.
+func (c *client) exportFile(body []byte) (*http.Response, []byte) {
+	c.t.Helper()
+	r := c.do("POST", "/audit_logs/exports", body)
+	require.Equal(c.t, 201, r.status, "%s", r.raw)
+	r = c.pollExport(r.body["id"].(string))
+	require.Equal(c.t, "ready", r.body["state"], "%s", r.raw)
+	res, data := download(c.t, r.body["url"].(string))
+	require.Equal(c.t, 200, res.StatusCode, "%s", data)
+	return res, data
+}
+
 func download(t *testing.T, link string) (*http.Response, []byte) {
 	t.Helper()
 	res, err := http.Get(link) // no API key
@@ -242,12 +255,7 @@ func TestExportDownloadDeclaresItsLength(t *testing.T) {
 	c.waitFor("org_x", 1)
 	body, _ := json.Marshal(map[string]any{"organization_id": "org_x",
 		"range_start": at.Add(-time.Minute).Format(time.RFC3339Nano), "range_end": time.Now().UTC().Format(time.RFC3339Nano)})
-	r := c.do("POST", "/audit_logs/exports", body)
-	require.Equal(t, 201, r.status, "%s", r.raw)
-	r = c.pollExport(r.body["id"].(string))
-	require.Equal(t, "ready", r.body["state"], "%s", r.raw)
-	res, csvBytes := download(t, r.body["url"].(string))
-	require.Equal(t, 200, res.StatusCode, "%s", csvBytes)
+	res, csvBytes := c.exportFile(body)
 	require.Greater(t, len(csvBytes), 8000)
 	assert.Equal(t, int64(len(csvBytes)), res.ContentLength)
 }
@@ -331,10 +339,7 @@ func TestExportToCSV(t *testing.T) {
 	// Filters: deprecated actors = actor_names; targets are target types.
 	body, _ = json.Marshal(map[string]any{"organization_id": "org_x", "actors": []string{"Ada"}, "targets": []string{"document"},
 		"range_start": base.Add(-time.Minute).Format(time.RFC3339), "range_end": time.Now().UTC().Format(time.RFC3339)})
-	r = c.do("POST", "/audit_logs/exports", body)
-	require.Equal(t, 201, r.status, "%s", r.raw)
-	r = c.pollExport(r.body["id"].(string))
-	_, csvBytes = download(t, r.body["url"].(string))
+	_, csvBytes = c.exportFile(body)
 	rows, err = csv.NewReader(bytes.NewReader(csvBytes)).ReadAll()
 	require.NoError(t, err)
 	assert.Len(t, rows, 3, "Ada's two events: %s", csvBytes)

@@ -6,7 +6,6 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,7 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/natsx"
 )
 
 // Sealer encrypts destination secrets at rest with AES-256-GCM under a key kept in the secrets
@@ -42,24 +41,9 @@ func NewSealer(key []byte) (*Sealer, error) {
 // Whoever can read the secrets bucket can open sealed secrets; the point is that stream records,
 // their copies and backups of the streams bucket hold none in the clear.
 func LoadSealer(ctx context.Context, js jetstream.JetStream) (*Sealer, error) {
-	kv, err := js.KeyValue(ctx, event.BucketSecrets)
+	key, err := natsx.SharedSecret(ctx, js, SecretKeyName)
 	if err != nil {
-		return nil, fmt.Errorf("failed to open bucket %s: %w", event.BucketSecrets, err)
-	}
-	var fresh [32]byte
-	if _, err := rand.Read(fresh[:]); err != nil {
-		return nil, fmt.Errorf("failed to generate the log stream secret key: %w", err)
-	}
-	if _, err := kv.Create(ctx, SecretKeyName, []byte(hex.EncodeToString(fresh[:]))); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return nil, fmt.Errorf("failed to store the log stream secret key: %w", err)
-	}
-	e, err := kv.Get(ctx, SecretKeyName)
-	if err != nil {
-		return nil, fmt.Errorf("failed to read the log stream secret key: %w", err)
-	}
-	key, err := hex.DecodeString(string(e.Value()))
-	if err != nil {
-		return nil, fmt.Errorf("log stream secret key in %s is not hex: %w", event.BucketSecrets, err)
+		return nil, fmt.Errorf("failed to load the log stream secret key: %w", err)
 	}
 	return NewSealer(key)
 }

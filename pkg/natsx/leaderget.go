@@ -2,12 +2,17 @@ package natsx
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/logbookhq/logbook/pkg/event"
 )
 
 // GetLast reads the last message stored on subject in stream, answered by the stream's leader
@@ -79,4 +84,47 @@ func leaderGet(ctx context.Context, js jetstream.JetStream, stream, subject stri
 		return nil, jetstream.ErrMsgNotFound
 	}
 	return m, nil
+}
+
+// CreateOrGet stores value under key in bucket unless the key exists, and returns what the key
+// holds: value, or the value another process stored first, read from the bucket's leader (GetLast):
+// a replica can lack a key created a moment before, and a shared secret read as missing would
+// stop the process or, worse, be replaced.
+func CreateOrGet(ctx context.Context, js jetstream.JetStream, bucket, key string, value []byte) ([]byte, error) {
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open bucket %s: %w", bucket, err)
+	}
+	_, err = kv.Create(ctx, key, value)
+	if err == nil {
+		return value, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return nil, fmt.Errorf("failed to store %s in bucket %s: %w", key, bucket, err)
+	}
+	m, err := GetLast(ctx, js, KVStream(bucket), KVSubject(bucket, key))
+	if err != nil {
+		return nil, fmt.Errorf("failed to read %s from bucket %s: %w", key, bucket, err)
+	}
+	return m.Data, nil
+}
+
+// SharedSecret returns the secret named name in the secrets bucket (event.BucketSecrets), at
+// least 32 bytes kept hex-encoded: the first process to need it generates 32 random bytes and
+// stores them (create-if-absent, so processes starting together agree), and every process then
+// reads the same secret (CreateOrGet).
+func SharedSecret(ctx context.Context, js jetstream.JetStream, name string) ([]byte, error) {
+	var fresh [32]byte
+	if _, err := rand.Read(fresh[:]); err != nil {
+		return nil, fmt.Errorf("failed to generate secret %s: %w", name, err)
+	}
+	raw, err := CreateOrGet(ctx, js, event.BucketSecrets, name, []byte(hex.EncodeToString(fresh[:])))
+	if err != nil {
+		return nil, err
+	}
+	key, err := hex.DecodeString(string(raw))
+	if err != nil || len(key) < len(fresh) {
+		return nil, fmt.Errorf("secret %s in bucket %s is malformed", name, event.BucketSecrets)
+	}
+	return key, nil
 }

@@ -39,6 +39,7 @@ import (
 	"github.com/logbookhq/logbook/pkg/apikey"
 	"github.com/logbookhq/logbook/pkg/config"
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/natsx"
 	"github.com/logbookhq/logbook/pkg/selfaudit"
 	"github.com/logbookhq/logbook/pkg/settle"
 	"github.com/logbookhq/logbook/pkg/store"
@@ -230,11 +231,7 @@ func Open(ctx context.Context, js jetstream.JetStream, ev events, ret Retention,
 	if err != nil {
 		return nil, fmt.Errorf("failed to open object store %s: %w", event.ObjectsExports, err)
 	}
-	secrets, err := js.KeyValue(ctx, event.BucketSecrets)
-	if err != nil {
-		return nil, fmt.Errorf("failed to open bucket %s: %w", event.BucketSecrets, err)
-	}
-	secret, err := signingKey(ctx, secrets)
+	secret, err := natsx.SharedSecret(ctx, js, secretKey)
 	if err != nil {
 		return nil, err
 	}
@@ -247,25 +244,6 @@ func Open(ctx context.Context, js jetstream.JetStream, ev events, ret Retention,
 		jobs: jobs, pipeline: settle.New(js), files: files, secret: secret, events: ev, retention: ret, cfg: cfg, log: log,
 		owner: hex.EncodeToString(owner[:]), queue: make(chan string, 1000), now: time.Now, audit: selfaudit.Discard,
 	}, nil
-}
-
-func signingKey(ctx context.Context, kv jetstream.KeyValue) ([]byte, error) {
-	var fresh [32]byte
-	if _, err := rand.Read(fresh[:]); err != nil {
-		return nil, fmt.Errorf("failed to generate export signing key: %w", err)
-	}
-	if _, err := kv.Create(ctx, secretKey, []byte(hex.EncodeToString(fresh[:]))); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return nil, fmt.Errorf("failed to store export signing key: %w", err)
-	}
-	e, err := kv.Get(ctx, secretKey)
-	if err != nil {
-		return nil, fmt.Errorf("failed to read export signing key: %w", err)
-	}
-	key, err := hex.DecodeString(string(e.Value()))
-	if err != nil || len(key) < 32 {
-		return nil, errors.New("the export signing key in the secrets bucket is malformed")
-	}
-	return key, nil
 }
 
 // Register adds the API-key routes to g, each needing events:read.

@@ -3,10 +3,8 @@ package portal
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -16,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/logbookhq/logbook/pkg/event"
+	"github.com/logbookhq/logbook/pkg/natsx"
 )
 
 // Why a viewer token was refused.
@@ -51,24 +50,9 @@ const signingKeyName = "portal-link-signing-key"
 // every replica then reads the same key. Deleting the key from the bucket and restarting the query
 // APIs rotates it, which invalidates every outstanding link.
 func LoadLinks(ctx context.Context, js jetstream.JetStream) (*Links, error) {
-	kv, err := js.KeyValue(ctx, event.BucketSecrets)
+	key, err := natsx.SharedSecret(ctx, js, signingKeyName)
 	if err != nil {
-		return nil, fmt.Errorf("failed to open bucket %s: %w", event.BucketSecrets, err)
-	}
-	var fresh [32]byte
-	if _, err := rand.Read(fresh[:]); err != nil {
-		return nil, fmt.Errorf("failed to generate viewer link key: %w", err)
-	}
-	if _, err := kv.Create(ctx, signingKeyName, []byte(hex.EncodeToString(fresh[:]))); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return nil, fmt.Errorf("failed to store viewer link key: %w", err)
-	}
-	e, err := kv.Get(ctx, signingKeyName)
-	if err != nil {
-		return nil, fmt.Errorf("failed to read viewer link key: %w", err)
-	}
-	key, err := hex.DecodeString(string(e.Value()))
-	if err != nil {
-		return nil, fmt.Errorf("viewer link key in bucket %s is malformed", event.BucketSecrets)
+		return nil, fmt.Errorf("failed to load the viewer link key: %w", err)
 	}
 	return NewLinks(key)
 }

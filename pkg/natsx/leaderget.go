@@ -87,9 +87,8 @@ func leaderGet(ctx context.Context, js jetstream.JetStream, stream, subject stri
 }
 
 // CreateOrGet stores value under key in bucket unless the key exists, and returns what the key
-// holds: value, or the value another process stored first, read from the bucket's leader (GetLast):
-// a replica can lack a key created a moment before, and a shared secret read as missing would
-// stop the process or, worse, be replaced.
+// holds: value, or the value another process stored first, read from the bucket's leader (GetLast)
+// because a replica can lack a key created a moment before (nats.go's Get would answer "not found").
 func CreateOrGet(ctx context.Context, js jetstream.JetStream, bucket, key string, value []byte) ([]byte, error) {
 	kv, err := js.KeyValue(ctx, bucket)
 	if err != nil {

@@ -23,19 +23,6 @@ func consumer(t *testing.T, js jetstream.JetStream, stream, name string) jetstre
 	return c
 }
 
-// take fetches n messages from c and acks them in the given order (by index) after fn.
-func take(t *testing.T, c jetstream.Consumer, n int) []jetstream.Msg {
-	t.Helper()
-	b, err := c.Fetch(n, jetstream.FetchMaxWait(2*time.Second))
-	require.NoError(t, err)
-	var out []jetstream.Msg
-	for m := range b.Messages() {
-		out = append(out, m)
-	}
-	require.Len(t, out, n)
-	return out
-}
-
 // A point is stored only once the validator has acknowledged every raw message up to it (not
 // just the latest) and the writer every valid message up to what the valid stream held then.
 func TestPointSettlesThroughBothConsumers(t *testing.T) {
@@ -62,7 +49,7 @@ func TestPointSettlesThroughBothConsumers(t *testing.T) {
 	assert.False(t, done, "no validator consumer yet")
 
 	val := consumer(t, js, event.StreamRaw, event.ConsumerValidator)
-	raw := take(t, val, 3)
+	raw := natstest.Fetch(t, val, 3)
 	for range 3 { // the validator republishes, then acks
 		_, err := js.Publish(ctx, event.ValidSubject("org_a"), []byte("valid"))
 		require.NoError(t, err)
@@ -96,7 +83,7 @@ func TestPointSettlesThroughBothConsumers(t *testing.T) {
 		t.Fatalf("Wait returned before the writer acknowledged: %v", err)
 	case <-time.After(300 * time.Millisecond):
 	}
-	for _, m := range take(t, wr, 3) {
+	for _, m := range natstest.Fetch(t, wr, 3) {
 		require.NoError(t, m.DoubleAck(ctx))
 	}
 	require.NoError(t, <-waited)

@@ -209,15 +209,12 @@ func TestLedgerIsPrunedByTheAckFloor(t *testing.T) {
 	publishRecords(t, js, testRecords(org, 700, 5))
 	dead, err := New(ctx, js, &sharedTrace{newTracingStore(t)}, cfg, log)
 	require.NoError(t, err)
-	b, err := dead.cons.Fetch(5, jetstream.FetchMaxWait(5*time.Second))
-	require.NoError(t, err)
+	deadMsgs := natstest.Fetch(t, dead.cons, 5)
 	var seqs []uint64
-	var deadMsgs []jetstream.Msg
-	for m := range b.Messages() {
+	for _, m := range deadMsgs {
 		meta, err := m.Metadata()
 		require.NoError(t, err)
 		seqs = append(seqs, meta.Sequence.Stream)
-		deadMsgs = append(deadMsgs, m)
 	}
 	held := recordOf(dead, seqs)
 	require.NoError(t, dead.ledger.create(ctx, held))

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -154,17 +153,7 @@ func TestRedriveAfterACrashMidSplitStoresEachEventOnce(t *testing.T) {
 	dead, err := New(ctx, js, &sharedTrace{trace}, cfg, log)
 	require.NoError(t, err)
 	dead.maxParts = 4
-	b, err := dead.cons.Fetch(len(recs), jetstream.FetchMaxWait(5*time.Second))
-	require.NoError(t, err)
-	var items []item
-	for m := range b.Messages() {
-		meta, err := m.Metadata()
-		require.NoError(t, err)
-		rec, err := event.Unmarshal(m.Data())
-		require.NoError(t, err)
-		items = append(items, item{meta.Sequence.Stream, m, rec})
-	}
-	require.Len(t, items, len(recs))
+	items := itemsOf(t, natstest.Fetch(t, dead.cons, len(recs)))
 	r := dead.newRecord(items)
 	require.NoError(t, dead.ledger.create(ctx, r))
 	// It stored group g0 whole, then found g1 refused, split it, stored the first half of g1 and

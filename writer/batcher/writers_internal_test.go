@@ -237,14 +237,7 @@ func TestStalledWriterDoesNotStoreWhatAnotherStored(t *testing.T) {
 			stalled, err := New(ctx, js, &sharedTrace{trace}, cfg, log)
 			require.NoError(t, err)
 			defer stalled.held.stop()
-			var items []item
-			for _, m := range fetchMsgs(t, stalled, len(recs)) {
-				meta, err := m.Metadata()
-				require.NoError(t, err)
-				rec, err := event.Unmarshal(m.Data())
-				require.NoError(t, err)
-				items = append(items, item{meta.Sequence.Stream, m, rec})
-			}
+			items := itemsOf(t, natstest.Fetch(t, stalled.cons, len(recs)))
 			var r *batchRecord
 			if recorded {
 				r = stalled.newRecord(items)
@@ -294,7 +287,7 @@ func TestStalledWriterDoesNotStoreWhatAnotherStoredAndPruned(t *testing.T) {
 	stalled, err := New(ctx, js, &sharedTrace{trace}, cfg, log)
 	require.NoError(t, err)
 	defer stalled.held.stop()
-	msgs := fetchMsgs(t, stalled, len(recs))
+	msgs := natstest.Fetch(t, stalled.cons, len(recs))
 
 	// While it is stalled, JetStream redelivers to another writer, which stores them in smaller
 	// batches (under other tokens), acknowledges them and prunes their records.
@@ -335,9 +328,9 @@ func TestMessageDeliveredTwiceInOneBatchIsStoredOnce(t *testing.T) {
 	w, err := New(ctx, js, &sharedTrace{trace}, cfg, log)
 	require.NoError(t, err)
 	defer w.held.stop()
-	first := fetchMsgs(t, w, len(recs))
+	first := natstest.Fetch(t, w.cons, len(recs))
 	time.Sleep(cfg.AckWait + 300*time.Millisecond) // paused: JetStream delivers them again
-	again := fetchMsgs(t, w, len(recs))
+	again := natstest.Fetch(t, w.cons, len(recs))
 
 	w.flush(ctx, ctx, append(first, again...))
 	assert.Empty(t, trace.twice(), "events stored twice")
@@ -385,16 +378,16 @@ func TestRecreatedStreamDoesNotReuseLedgerRecords(t *testing.T) {
 
 var _ = errors.New
 
-// fetchMsgs takes n messages from w's consumer and holds them, as a writer that stalls with a
-// batch in hand does.
-func fetchMsgs(t *testing.T, w *Writer, n int) []jetstream.Msg {
+// itemsOf decodes fetched messages into the items a writer's batch holds.
+func itemsOf(t *testing.T, msgs []jetstream.Msg) []item {
 	t.Helper()
-	b, err := w.cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
-	require.NoError(t, err)
-	var msgs []jetstream.Msg
-	for m := range b.Messages() {
-		msgs = append(msgs, m)
+	var items []item
+	for _, m := range msgs {
+		meta, err := m.Metadata()
+		require.NoError(t, err)
+		rec, err := event.Unmarshal(m.Data())
+		require.NoError(t, err)
+		items = append(items, item{meta.Sequence.Stream, m, rec})
 	}
-	require.Len(t, msgs, n)
-	return msgs
+	return items
 }
